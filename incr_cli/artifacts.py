@@ -1,0 +1,168 @@
+"""Model files: written atomically beside the catalog, checked before they are loaded.
+
+Loading a joblib file runs code, so a file is unpickled only after its sha256 matches the
+one recorded when it was written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from .catalog import Catalog, describe_environment, now
+from .errors import IntegrityError
+
+log = logging.getLogger(__name__)
+
+_warned: set[tuple[str, str, str]] = set()
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    model_id: int
+    version: int
+    kind: str
+    base_model_id: int | None
+    path: str
+    sha256: str
+    rows_trained: int
+    environment: dict[str, str]
+
+
+MODEL_COLUMNS = "model_id, version, kind, base_model_id, path, sha256, rows_trained, environment"
+
+
+def _record(row: tuple[Any, ...]) -> ModelRecord:
+    *head, environment = row
+    return ModelRecord(*head, environment=json.loads(environment))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_model(
+    catalog: Catalog,
+    model: Any,
+    *,
+    version: int,
+    kind: str,
+    base_model_id: int | None,
+    seconds: float,
+    rows_trained: int,
+    rows_replayed: int,
+) -> ModelRecord:
+    """Write the model to a temporary name, flush it, rename it into place, record it."""
+    catalog.model_dir.mkdir(parents=True, exist_ok=True)
+    model_id = int(catalog.one("SELECT coalesce(max(model_id), 0) + 1 FROM models"))
+    path = catalog.model_dir / f"v{version}-{kind}-m{model_id}.joblib"
+    handle, temporary = tempfile.mkstemp(dir=catalog.model_dir, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            joblib.dump(model, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    catalog.new_files.append(path)
+    digest = file_sha256(path)
+    environment = describe_environment()
+    catalog.con.execute(
+        "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            model_id,
+            version,
+            kind,
+            base_model_id,
+            path.name,
+            digest,
+            now(),
+            seconds,
+            rows_trained,
+            rows_replayed,
+            len(getattr(model, "user_ids_", ())),
+            len(getattr(model, "item_ids_", ())),
+            json.dumps(model.get_params(), default=str, sort_keys=True),
+            json.dumps(environment, sort_keys=True),
+        ],
+    )
+    return ModelRecord(
+        model_id, version, kind, base_model_id, path.name, digest, rows_trained, environment
+    )
+
+
+def serving_model(catalog: Catalog, version: int) -> ModelRecord | None:
+    """The model that serves as of ``version``: the newest one on its lineage.
+
+    At one version the latest written wins, so a full retrain replaces the incremental
+    model it was made beside, and later updates continue from it.
+    """
+    row = catalog.con.execute(
+        f"SELECT {MODEL_COLUMNS} FROM models WHERE list_contains(?, version) "
+        "ORDER BY version DESC, model_id DESC LIMIT 1",
+        [catalog.lineage(version)],
+    ).fetchone()
+    return None if row is None else _record(row)
+
+
+def model_at(catalog: Catalog, version: int, kind: str | None = None) -> ModelRecord | None:
+    """The newest model written for exactly ``version`` (of ``kind`` when given)."""
+    row = catalog.con.execute(
+        f"SELECT {MODEL_COLUMNS} FROM models WHERE version = ? "
+        "AND (? IS NULL OR kind = ?) ORDER BY model_id DESC LIMIT 1",
+        [version, kind, kind],
+    ).fetchone()
+    return None if row is None else _record(row)
+
+
+def load_model(catalog: Catalog, record: ModelRecord) -> Any:
+    """Load a model file after checking that its sha256 is the recorded one."""
+    path = catalog.model_dir / record.path
+    if not path.is_file():
+        raise IntegrityError(
+            f"model file {str(path)!r} of v{record.version} is missing; run 'incr verify'"
+            " and retrain with 'incr update --full'"
+        )
+    started = time.perf_counter()
+    digest = file_sha256(path)
+    if digest != record.sha256:
+        raise IntegrityError(
+            f"model file {str(path)!r} of v{record.version} does not match its recorded "
+            "sha256 and was not loaded; restore the file or retrain with 'incr update --full'"
+        )
+    _warn_environment(record)
+    model = joblib.load(path)
+    log.debug("loaded %s in %.3f s", path.name, time.perf_counter() - started)
+    return model
+
+
+def _warn_environment(record: ModelRecord) -> None:
+    current = describe_environment()
+    for name in ("python", "numpy", "scikit-learn", "joblib"):
+        saved = record.environment.get(name)
+        key = (name, str(saved), current[name])
+        if saved and saved != current[name] and key not in _warned:
+            _warned.add(key)
+            warnings.warn(
+                f"model of v{record.version} was saved with {name} {saved} and is loaded "
+                f"with {name} {current[name]}; retrain with 'incr update --full' if its "
+                "predictions look wrong",
+                RuntimeWarning,
+                stacklevel=2,
+            )

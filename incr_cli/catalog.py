@@ -1,0 +1,356 @@
+"""The catalog: one DuckDB file holding every version, its rows and its records.
+
+A :class:`Catalog` is opened by every command. Commands that write take an exclusive
+lock beside the file first (waiting up to ``wait_seconds``), and do all their writes in one
+transaction, so a command that fails leaves the catalog as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import filelock
+
+from . import __version__
+from .config import Config
+from .errors import CatalogBusy, IncrError, IntegrityError, UsageError, VersionNotFound
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CATALOG = Path(".incr") / "catalog.duckdb"
+SCHEMA_VERSION = "1"
+
+
+def now() -> datetime:
+    """The current time in UTC, without a zone, as the catalog stores it."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def parse_version(name: str) -> int:
+    """Turn ``'v12'`` (or ``'12'``) into 12.
+
+    Examples
+    --------
+    >>> parse_version("v12")
+    12
+    """
+    text = name.strip().lower().removeprefix("v")
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"{name!r} is not a version name; write it as v1, v2, ...")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The command and arguments that a version's records name as their origin."""
+
+    command: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def args_json(self) -> str:
+        return json.dumps(self.args, default=str, sort_keys=True)
+
+
+class Catalog:
+    """An open catalog; use :func:`open_catalog` rather than building one directly."""
+
+    def __init__(
+        self,
+        path: Path,
+        config: Config,
+        con: duckdb.DuckDBPyConnection,
+        invocation: Invocation,
+    ) -> None:
+        self.path = path
+        self.config = config
+        self.con = con
+        self.invocation = invocation
+        self.new_files: list[Path] = []
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path.parent / "models"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path.parent / "reports"
+
+    # -- queries -------------------------------------------------------------------
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row of a query, or None."""
+        row = self.con.execute(sql, list(params)).fetchone()
+        return None if row is None else row[0]
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.con.execute(sql, list(params)).fetchall()
+
+    def head(self) -> int | None:
+        value = self.one("SELECT value FROM meta WHERE key = 'head'")
+        return None if value in (None, "") else int(value)
+
+    def require_head(self) -> int:
+        head = self.head()
+        if head is None:
+            raise UsageError(
+                f"catalog {str(self.path)!r} holds no data yet; run 'incr ingest FILE' first"
+            )
+        return head
+
+    def exists(self, version: int) -> bool:
+        return self.one("SELECT 1 FROM versions WHERE version = ?", [version]) is not None
+
+    def require(self, version: int) -> int:
+        if not self.exists(version):
+            raise VersionNotFound(version)
+        return version
+
+    def lineage(self, version: int | None = None) -> list[int]:
+        """The versions from the root to ``version`` (default: the head), oldest first."""
+        if version is None:
+            version = self.head()
+            if version is None:
+                return []
+        chain = self.rows(
+            """
+            WITH RECURSIVE chain(version, depth) AS (
+                SELECT ?::INTEGER, 0
+                UNION ALL
+                SELECT v.parent, chain.depth + 1
+                FROM versions v JOIN chain ON v.version = chain.version
+                WHERE v.parent IS NOT NULL
+            )
+            SELECT version FROM chain ORDER BY depth DESC
+            """,
+            [version],
+        )
+        return [row[0] for row in chain]
+
+    def stage_done(self, version: int, stage: str) -> bool:
+        return (
+            self.one("SELECT 1 FROM stages WHERE version = ? AND stage = ?", [version, stage])
+            is not None
+        )
+
+    def pending(self, stage: str, after: str) -> list[int]:
+        """Versions on the head's lineage that went through ``after`` but not ``stage``."""
+        lineage = self.lineage()
+        done = {
+            row[0]
+            for row in self.rows(
+                "SELECT version FROM stages WHERE stage = ? AND list_contains(?, version)",
+                [stage, lineage],
+            )
+        }
+        ready = {
+            row[0]
+            for row in self.rows(
+                "SELECT version FROM stages WHERE stage = ? AND list_contains(?, version)",
+                [after, lineage],
+            )
+        }
+        return [v for v in lineage if v in ready and v not in done]
+
+    # -- writes --------------------------------------------------------------------
+
+    def next_version(self) -> int:
+        """A new version number: one more than any number ever handed out."""
+        last = int(self.one("SELECT value FROM meta WHERE key = 'last_version'"))
+        self.set_meta("last_version", str(last + 1))
+        return last + 1
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value])
+
+    def move_head(self, version: int) -> None:
+        previous = self.head()
+        self.set_meta("head", str(version))
+        self.con.execute(
+            "INSERT INTO head_moves VALUES (?, ?, ?, ?)",
+            [now(), previous, version, self.invocation.command],
+        )
+
+    def record_stage(
+        self, version: int, stage: str, seconds: float, details: dict[str, Any]
+    ) -> None:
+        self.con.execute(
+            "INSERT INTO stages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                version,
+                stage,
+                now(),
+                seconds,
+                self.invocation.command,
+                self.invocation.args_json,
+                __version__,
+                json.dumps(details, default=str, sort_keys=True),
+            ],
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All or nothing: on any error, roll back and remove the files written."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            for path in self.new_files:
+                path.unlink(missing_ok=True)
+            raise
+        finally:
+            self.new_files.clear()
+
+
+def _apply_runtime(con: duckdb.DuckDBPyConnection, config: Config) -> None:
+    runtime = config.runtime
+    if runtime.memory_limit:
+        con.execute("SET memory_limit = ?", [runtime.memory_limit])
+    if runtime.threads:
+        con.execute("SET threads = ?", [runtime.threads])
+
+
+def _create(con: duckdb.DuckDBPyConnection) -> None:
+    schema = resources.files("incr_cli").joinpath("sql/schema.sql").read_text()
+    con.execute("BEGIN TRANSACTION")
+    con.execute(schema)
+    con.execute(
+        "INSERT OR IGNORE INTO meta VALUES ('schema', ?), ('last_version', '0'), ('created_at', ?)",
+        [SCHEMA_VERSION, now().isoformat()],
+    )
+    con.execute("COMMIT")
+
+
+class _Lock:
+    """An exclusive lock beside the catalog, with a note naming its holder."""
+
+    def __init__(self, catalog: Path, command: str) -> None:
+        self.lock = filelock.FileLock(str(catalog) + ".lock")
+        self.info = Path(str(catalog) + ".lock.json")
+        self.command = command
+
+    def acquire(self, wait: float) -> None:
+        try:
+            self.lock.acquire(timeout=wait)
+        except filelock.Timeout:
+            raise CatalogBusy(
+                f"catalog is busy: {self._holder()}; try again later or raise --wait "
+                f"(waited {wait:g} s)"
+            ) from None
+        self.info.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "command": self.command,
+                    "since": now().isoformat(),
+                }
+            )
+        )
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self.info.read_text())
+            return f"pid {info['pid']} is running {info['command']!r} since {info['since']}"
+        except (OSError, ValueError, KeyError):
+            return "another incr process holds its lock"
+
+    def release(self) -> None:
+        self.info.unlink(missing_ok=True)
+        self.lock.release()
+
+
+def catalog_path(given: Path | None) -> Path:
+    """The catalog's path: the option, else ``INCR_CATALOG``, else ``.incr/``."""
+    if given is not None:
+        return Path(given)
+    env = os.environ.get("INCR_CATALOG")
+    return Path(env) if env else DEFAULT_CATALOG
+
+
+@contextmanager
+def open_catalog(
+    path: Path,
+    config: Config,
+    invocation: Invocation,
+    *,
+    write: bool,
+    create: bool | None = None,
+    wait: float | None = None,
+) -> Iterator[Catalog]:
+    """Open (and with ``create``, make) the catalog, holding its lock while in use.
+
+    Readers take the same lock as writers for as long as they read, so that they always
+    see a committed state and never meet DuckDB's own single-writer refusal.
+    """
+    create = write if create is None else create
+    if not path.exists() and not create:
+        raise UsageError(
+            f"no catalog at {str(path)!r}; run 'incr init' or 'incr ingest FILE' first, "
+            "or point --catalog (INCR_CATALOG) at an existing one"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _Lock(path, invocation.command)
+    lock.acquire(config.runtime.wait_seconds if wait is None else wait)
+    try:
+        started = time.perf_counter()
+        try:
+            con = duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise CatalogBusy(
+                    f"catalog {str(path)!r} is held by another program; close it and retry"
+                ) from exc
+            raise IntegrityError(
+                f"cannot open catalog {str(path)!r}: {exc}; run 'incr verify'"
+            ) from exc
+        try:
+            if con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+            ).fetchone() == (0,):
+                _create(con)
+            _apply_runtime(con, config)
+            log.debug("opened %s in %.3f s", path, time.perf_counter() - started)
+            yield Catalog(path, config, con, invocation)
+        finally:
+            con.close()
+    finally:
+        lock.release()
+
+
+def describe_environment() -> dict[str, str]:
+    """Versions of what a saved model depends on, stored beside each model record."""
+    import joblib
+    import numpy
+    import sklearn
+
+    return {
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "joblib": joblib.__version__,
+        "incr": __version__,
+    }
+
+
+__all__ = [
+    "Catalog",
+    "IncrError",
+    "Invocation",
+    "catalog_path",
+    "open_catalog",
+    "parse_version",
+]

@@ -1,0 +1,77 @@
+"""One family of errors, each with the exit code the command ends with.
+
+Every error a user can cause is a subclass of :class:`IncrError`. The message says what
+went wrong, with the bad value, and what to do next; the entry point prints it as one line
+and exits with :attr:`IncrError.exit_code`. The codes are documented in the README.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the ``incr`` command, as documented in the README."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    BAD_INPUT = 3
+    CONFIG = 4
+    NOTHING_TO_DO = 5
+    BUSY = 6
+    INTEGRITY = 7
+    INTERRUPTED = 130
+
+
+class IncrError(Exception):
+    """Base of every error a user can cause."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+class UsageError(IncrError):
+    """An option or argument names something that does not exist or cannot be used."""
+
+    exit_code = ExitCode.USAGE
+
+
+class VersionNotFound(UsageError):
+    def __init__(self, version: str | int) -> None:
+        name = version if isinstance(version, str) else f"v{version}"
+        super().__init__(f"version {name!s} does not exist; run 'incr log' to list versions")
+
+
+class BadInput(IncrError):
+    """A data file cannot be read as interactions."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class ConfigError(IncrError):
+    """The configuration file is missing, unreadable or invalid."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class NothingToDo(IncrError):
+    """The command found no work; the catalog is unchanged."""
+
+    exit_code = ExitCode.NOTHING_TO_DO
+
+
+class CatalogBusy(IncrError):
+    """Another process holds the catalog's write lock."""
+
+    exit_code = ExitCode.BUSY
+
+
+class IntegrityError(IncrError):
+    """The catalog or a model file does not match what was recorded."""
+
+    exit_code = ExitCode.INTEGRITY

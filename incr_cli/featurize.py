@@ -1,0 +1,112 @@
+"""Featurize: per-user and per-item rating statistics, updated from each clean delta.
+
+For every user (item) a version touches, one row holds the running totals as of that
+version: count, mean, sum of squared deviations (for the variance), first and last time
+seen. The new row merges the previous row on the lineage with the delta's own totals, so
+older deltas are never read again; the result equals a computation over all data at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .catalog import Catalog
+from .errors import NothingToDo
+
+log = logging.getLogger(__name__)
+
+ENTITIES = {"user": ("user_features", "user_id"), "item": ("item_features", "item_id")}
+
+# Two sets of totals (a: before, b: the delta) merge exactly (Chan et al., 1979):
+#   n = na + nb,  d = mean_b - mean_a,  mean = mean_a + d * nb / n,
+#   m2 = m2_a + m2_b + d^2 * na * nb / n
+MERGE_SQL = """
+INSERT INTO {table}
+WITH delta AS (
+    SELECT {key} AS id, count(*) AS n, avg(rating) AS mean,
+           coalesce(var_pop(rating) * count(*), 0) AS m2,
+           min(ts) AS first_ts, max(ts) AS last_ts
+    FROM ratings_clean WHERE version = $version GROUP BY {key}
+),
+before AS (
+    SELECT f.* FROM {table} f
+    WHERE list_contains($ancestors, f.version)
+      AND f.{key} IN (SELECT id FROM delta)
+    QUALIFY row_number() OVER (PARTITION BY f.{key} ORDER BY f.version DESC) = 1
+)
+SELECT $version, d.id,
+       coalesce(b.n, 0) + d.n,
+       CASE WHEN b.n IS NULL THEN d.mean
+            ELSE b.mean + (d.mean - b.mean) * d.n / (b.n + d.n) END,
+       CASE WHEN b.n IS NULL THEN d.m2
+            ELSE b.m2 + d.m2 + (d.mean - b.mean) ^ 2 * b.n * d.n / (b.n + d.n) END,
+       least(coalesce(b.first_ts, d.first_ts), d.first_ts),
+       greatest(coalesce(b.last_ts, d.last_ts), d.last_ts)
+FROM delta d LEFT JOIN before b ON b.{key} = d.id
+"""
+
+# The features as of a version: per id, the newest row on that version's lineage.
+AS_OF_SQL = """
+SELECT {key} AS id, n, mean, m2 / n AS variance, first_ts, last_ts
+FROM {table} WHERE list_contains($lineage, version)
+QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY version DESC) = 1
+"""
+
+
+@dataclass
+class FeaturizeResult:
+    version: int
+    users_updated: int
+    items_updated: int
+    users_total: int
+    items_total: int
+
+
+def featurize_pending(
+    catalog: Catalog, progress: Callable[[str], None] | None = None
+) -> list[FeaturizeResult]:
+    """Featurize every cleaned version on the head's lineage, oldest first."""
+    pending = catalog.pending("featurize", after="clean")
+    if not pending:
+        raise NothingToDo("no cleaned version waits for features; run 'incr clean' first")
+    results = []
+    with catalog.transaction():
+        for version in pending:
+            if progress:
+                progress(f"v{version}")
+            results.append(_featurize_one(catalog, version))
+    return results
+
+
+def _featurize_one(catalog: Catalog, version: int) -> FeaturizeResult:
+    started = time.perf_counter()
+    lineage = catalog.lineage(version)
+    counts = {}
+    for entity, (table, key) in ENTITIES.items():
+        catalog.con.execute(
+            MERGE_SQL.format(table=table, key=key),
+            {"version": version, "ancestors": lineage[:-1]},
+        )
+        counts[f"{entity}s_updated"] = catalog.one(
+            f"SELECT count(*) FROM {table} WHERE version = ?", [version]
+        )
+        counts[f"{entity}s_total"] = catalog.one(
+            f"SELECT count(DISTINCT {key}) FROM {table} WHERE list_contains(?, version)",
+            [lineage],
+        )
+    seconds = time.perf_counter() - started
+    catalog.record_stage(version, "featurize", seconds, counts)
+    log.debug("featurized v%d in %.3f s", version, seconds)
+    return FeaturizeResult(version, **counts)
+
+
+def features_as_of(catalog: Catalog, entity: str, version: int) -> list[tuple]:
+    """The feature rows (id, n, mean, variance, first_ts, last_ts) as of ``version``."""
+    table, key = ENTITIES[entity]
+    return catalog.rows(
+        AS_OF_SQL.format(table=table, key=key) + " ORDER BY id",
+        {"lineage": catalog.lineage(version)},  # type: ignore[arg-type]
+    )

@@ -1,0 +1,123 @@
+-- The catalog's tables. Every data table is keyed by the version that wrote its rows;
+-- nothing is ever rewritten in place, so moving the head is all a rollback needs.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS versions (
+    version INTEGER PRIMARY KEY,
+    parent INTEGER,
+    created_at TIMESTAMP NOT NULL,
+    command VARCHAR NOT NULL,
+    args VARCHAR NOT NULL,
+    source_path VARCHAR,
+    source_size BIGINT,
+    source_sha256 VARCHAR,
+    rows_read BIGINT,
+    rows_accepted BIGINT,
+    rows_rejected BIGINT,
+    tool_version VARCHAR NOT NULL
+);
+
+-- One row per stage a version has been through: ingest, clean, featurize, update.
+CREATE TABLE IF NOT EXISTS stages (
+    version INTEGER NOT NULL,
+    stage VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    seconds DOUBLE NOT NULL,
+    command VARCHAR NOT NULL,
+    args VARCHAR NOT NULL,
+    tool_version VARCHAR NOT NULL,
+    details VARCHAR NOT NULL,
+    PRIMARY KEY (version, stage)
+);
+
+-- Every move of the head, so that 'incr log' can show rollbacks.
+CREATE TABLE IF NOT EXISTS head_moves (
+    moved_at TIMESTAMP NOT NULL,
+    from_version INTEGER,
+    to_version INTEGER NOT NULL,
+    command VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ratings_raw (
+    version INTEGER NOT NULL,
+    line BIGINT NOT NULL,
+    user_id VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    rating DOUBLE NOT NULL,
+    ts TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS rejects (
+    version INTEGER NOT NULL,
+    line BIGINT,
+    reason VARCHAR NOT NULL,
+    raw VARCHAR
+);
+
+CREATE TABLE IF NOT EXISTS ratings_clean (
+    version INTEGER NOT NULL,
+    user_id VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    rating DOUBLE NOT NULL,
+    ts TIMESTAMP NOT NULL
+);
+
+-- What clean removed, per version and reason.
+CREATE TABLE IF NOT EXISTS clean_removed (
+    version INTEGER NOT NULL,
+    reason VARCHAR NOT NULL,
+    rows BIGINT NOT NULL
+);
+
+-- Feature rows are written only for the users (items) a version touched, holding their
+-- running totals as of that version; the features as of version v are, per user, the row
+-- of the newest version on v's lineage.
+CREATE TABLE IF NOT EXISTS user_features (
+    version INTEGER NOT NULL,
+    user_id VARCHAR NOT NULL,
+    n BIGINT NOT NULL,
+    mean DOUBLE NOT NULL,
+    m2 DOUBLE NOT NULL,
+    first_ts TIMESTAMP NOT NULL,
+    last_ts TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS item_features (
+    version INTEGER NOT NULL,
+    item_id VARCHAR NOT NULL,
+    n BIGINT NOT NULL,
+    mean DOUBLE NOT NULL,
+    m2 DOUBLE NOT NULL,
+    first_ts TIMESTAMP NOT NULL,
+    last_ts TIMESTAMP NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS models (
+    model_id INTEGER PRIMARY KEY,
+    version INTEGER NOT NULL,
+    kind VARCHAR NOT NULL,
+    base_model_id INTEGER,
+    path VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    seconds DOUBLE NOT NULL,
+    rows_trained BIGINT NOT NULL,
+    rows_replayed BIGINT NOT NULL,
+    n_users BIGINT NOT NULL,
+    n_items BIGINT NOT NULL,
+    params VARCHAR NOT NULL,
+    environment VARCHAR NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS metrics (
+    version INTEGER NOT NULL,
+    model_id INTEGER,
+    system VARCHAR NOT NULL,
+    metric VARCHAR NOT NULL,
+    value DOUBLE,
+    created_at TIMESTAMP NOT NULL
+);

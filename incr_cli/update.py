@@ -1,0 +1,233 @@
+"""Update: train the model on each new clean delta, one model per version.
+
+Starting from the model that serves as of the base version, each pending version's clean
+delta is learned by ``partial_fit``, mixed with a replay sample of older ratings so that
+the model does not drift towards the newest data only. ``full`` refits from scratch on all
+clean data as of the head, as the reference an incremental model is judged against.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .artifacts import ModelRecord, load_model, save_model, serving_model
+from .catalog import Catalog
+from .config import Config
+from .errors import NothingToDo, UsageError
+
+log = logging.getLogger(__name__)
+
+# The clean ratings as of a lineage: a re-rating in a later delta replaces the earlier one.
+AS_OF_SQL = """
+SELECT user_id, item_id, rating FROM ratings_clean
+WHERE list_contains($lineage, version)
+QUALIFY row_number() OVER (PARTITION BY user_id, item_id ORDER BY version DESC, ts DESC) = 1
+"""
+
+# A deterministic sample of older ratings: rows ordered by a seeded hash, the first n kept.
+REPLAY_SQL = """
+SELECT user_id, item_id, rating FROM ratings_clean
+WHERE list_contains($lineage, version)
+ORDER BY hash(user_id, item_id, version, $seed) LIMIT $n
+"""
+
+
+@dataclass
+class UpdateResult:
+    version: int
+    kind: str
+    model_id: int
+    base_model_id: int | None
+    rows_trained: int
+    rows_replayed: int
+    users: int
+    items: int
+    seconds: float
+
+
+def new_model(config: Config) -> Any:
+    from .model import BiasedMF
+
+    m = config.model
+    return BiasedMF(
+        n_factors=m.factors,
+        n_epochs=m.epochs,
+        partial_epochs=m.partial_epochs,
+        lr=m.lr,
+        lr_decay=m.lr_decay,
+        reg=m.reg,
+        reg_bias=m.reg_bias,
+        init_std=m.init_std,
+        random_state=m.seed,
+        min_rating=config.ingest.rating_min,
+        max_rating=config.ingest.rating_max,
+    )
+
+
+def _arrays(catalog: Catalog, sql: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    # NOTE: the delta is fetched whole; SGD visits it once per epoch, so it must be held
+    # in memory anyway, as two id columns and a rating column.
+    data = catalog.con.execute(sql, params).fetchnumpy()
+    X = np.column_stack([data["user_id"].astype(object), data["item_id"].astype(object)])
+    return X, np.asarray(data["rating"], dtype=np.float64)
+
+
+def update(
+    catalog: Catalog,
+    *,
+    since: int | None = None,
+    full: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[UpdateResult]:
+    """Train the model on the versions after ``since`` (default: the serving model's)."""
+    head = catalog.require_head()
+    lineage = catalog.lineage()
+    cleaned = set(catalog.pending("update", after="clean")) | {
+        v for v in lineage if catalog.stage_done(v, "update")
+    }
+    if full:
+        if since is not None:
+            raise UsageError("--full retrains on all data and takes no --since; drop one")
+        if head not in cleaned:
+            raise UsageError(f"v{head} is not cleaned yet; run 'incr clean' first")
+        with catalog.transaction():
+            return [_fit_full(catalog, head, progress)]
+
+    if since is not None:
+        catalog.require(since)
+        if since not in lineage:
+            raise UsageError(
+                f"v{since} is not on the head's lineage (v{head}); "
+                f"run 'incr rollback --to v{since}' first or pick one from 'incr log'"
+            )
+        base = serving_model(catalog, since)
+        if base is None or base.version != since:
+            raise UsageError(
+                f"no model was trained through v{since}; pick a version that 'incr log' "
+                "shows with a model, or drop --since"
+            )
+    else:
+        base = serving_model(catalog, head)
+    start = lineage.index(base.version) + 1 if base else 0
+    todo = lineage[start:]
+    if not todo:
+        raise NothingToDo(f"the model is up to date with v{head}; ingest a new file first")
+    not_clean = [v for v in todo if v not in cleaned]
+    if not_clean:
+        raise UsageError(f"v{not_clean[0]} is not cleaned yet; run 'incr clean' first")
+
+    results = []
+    with catalog.transaction():
+        for version in todo:
+            if progress:
+                progress(f"v{version}")
+            result = _learn_delta(catalog, version, base)
+            base = result[1]
+            results.append(result[0])
+    return results
+
+
+def _learn_delta(
+    catalog: Catalog, version: int, base: ModelRecord | None
+) -> tuple[UpdateResult, ModelRecord]:
+    started = time.perf_counter()
+    config = catalog.config
+    X, y = _arrays(
+        catalog,
+        "SELECT user_id, item_id, rating FROM ratings_clean WHERE version = $v ORDER BY ts",
+        {"v": version},
+    )
+    replayed = 0
+    if base is None:
+        # No model yet: this version's data is all the clean data there is.
+        model = new_model(config)
+        model.fit(X, y)
+    else:
+        model = load_model(catalog, base)
+        model.set_params(**_refreshed_params(config))
+        weights = np.ones(len(y))
+        n_replay = int(round(config.model.replay_ratio * len(y)))
+        if n_replay:
+            older = catalog.lineage(version)[:-1]
+            Xr, yr = _arrays(
+                catalog,
+                REPLAY_SQL,
+                {"lineage": older, "seed": config.model.seed + version, "n": n_replay},
+            )
+            replayed = len(yr)
+            X, y = np.concatenate([X, Xr]), np.concatenate([y, yr])
+            weights = np.ones(len(y))
+        model.partial_fit(X, y, sample_weight=weights)
+    seconds = time.perf_counter() - started
+    record = save_model(
+        catalog,
+        model,
+        version=version,
+        kind="incremental",
+        base_model_id=base.model_id if base else None,
+        seconds=seconds,
+        rows_trained=len(y) - replayed,
+        rows_replayed=replayed,
+    )
+    details = {"model_id": record.model_id, "rows": len(y) - replayed, "replayed": replayed}
+    if catalog.stage_done(version, "update"):
+        catalog.con.execute("DELETE FROM stages WHERE version = ? AND stage = 'update'", [version])
+    catalog.record_stage(version, "update", seconds, details)
+    log.debug("learned v%d in %.3f s", version, seconds)
+    return (
+        UpdateResult(
+            version,
+            "incremental",
+            record.model_id,
+            record.base_model_id,
+            len(y) - replayed,
+            replayed,
+            len(model.user_ids_),
+            len(model.item_ids_),
+            seconds,
+        ),
+        record,
+    )
+
+
+def _refreshed_params(config: Config) -> dict[str, Any]:
+    """Parameters a saved model takes from the current config on its next update."""
+    m = config.model
+    return {"partial_epochs": m.partial_epochs, "lr": m.lr, "reg": m.reg, "reg_bias": m.reg_bias}
+
+
+def _fit_full(catalog: Catalog, head: int, progress: Callable[[str], None] | None) -> UpdateResult:
+    started = time.perf_counter()
+    if progress:
+        progress(f"v{head} (full)")
+    X, y = _arrays(catalog, AS_OF_SQL, {"lineage": catalog.lineage(head)})
+    model = new_model(catalog.config)
+    model.fit(X, y)
+    seconds = time.perf_counter() - started
+    record = save_model(
+        catalog,
+        model,
+        version=head,
+        kind="full",
+        base_model_id=None,
+        seconds=seconds,
+        rows_trained=len(y),
+        rows_replayed=0,
+    )
+    return UpdateResult(
+        head,
+        "full",
+        record.model_id,
+        None,
+        len(y),
+        0,
+        len(model.user_ids_),
+        len(model.item_ids_),
+        seconds,
+    )
