@@ -43,8 +43,10 @@ MODEL_COLUMNS = "model_id, version, kind, base_model_id, path, sha256, rows_trai
 
 
 def _record(row: tuple[Any, ...]) -> ModelRecord:
-    *head, environment = row
-    return ModelRecord(*head, environment=json.loads(environment))
+    model_id, version, kind, base_model_id, path, sha256, rows_trained, environment = row
+    return ModelRecord(
+        model_id, version, kind, base_model_id, path, sha256, rows_trained, json.loads(environment)
+    )
 
 
 def file_sha256(path: Path) -> str:

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG = Path(".incr") / "catalog.duckdb"
 SCHEMA_VERSION = "1"
+
+
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+def _bind(params: Params) -> list[Any] | dict[str, Any]:
+    # NOTE: a mapping must reach DuckDB as a dict; list() of it would keep only its keys.
+    return dict(params) if isinstance(params, Mapping) else list(params)
 
 
 def now() -> datetime:
@@ -90,13 +98,14 @@ class Catalog:
 
     # -- queries -------------------------------------------------------------------
 
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def one(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row of a query, or None."""
-        row = self.con.execute(sql, list(params)).fetchone()
+        row = self.con.execute(sql, _bind(params)).fetchone()
         return None if row is None else row[0]
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.con.execute(sql, list(params)).fetchall()
+    def rows(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """All rows of a query; ``params`` are positional (``?``) or named (``$name``)."""
+        return self.con.execute(sql, _bind(params)).fetchall()
 
     def head(self) -> int | None:
         value = self.one("SELECT value FROM meta WHERE key = 'head'")

@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     BUSY = 6
     INTEGRITY = 7
     INTERRUPTED = 130
+    BROKEN_PIPE = 141
 
 
 class IncrError(Exception):

@@ -11,7 +11,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Literal
@@ -21,7 +21,11 @@ from numba import njit
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["BiasedMF"]
+__all__ = ["BiasedMF", "EpochHook"]
+
+#: Called after every SGD pass with the stage ("fit", "fold-in users", "fold-in items",
+#: "update"), the pass number from 1, and the number of passes of that stage.
+EpochHook = Callable[[str, int, int], None]
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +341,9 @@ class BiasedMF(RegressorMixin, BaseEstimator):
 
     # -- training ---------------------------------------------------------
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BiasedMF:
+    def fit(
+        self, X: Any, y: Any, sample_weight: Any = None, *, on_epoch: EpochHook | None = None
+    ) -> BiasedMF:
         """Train from scratch on ``(user, item)`` pairs ``X`` and ratings ``y``.
 
         Parameters
@@ -348,6 +354,8 @@ class BiasedMF(RegressorMixin, BaseEstimator):
             Ratings.
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative per-row weights scaling each row's gradient.
+        on_epoch : callable, optional
+            Called after every SGD pass, e.g. to drive a progress bar; see ``EpochHook``.
 
         Returns
         -------
@@ -389,7 +397,9 @@ class BiasedMF(RegressorMixin, BaseEstimator):
 
         rows = np.arange(ratings.size, dtype=np.int64)
         data = (users, items, ratings, weights)
-        self._run_epochs(data, rows, self.n_epochs, rng, mu, bu, bi, P, Q, True, True, "fit")
+        self._run_epochs(
+            data, rows, self.n_epochs, rng, mu, bu, bi, P, Q, True, True, "fit", on_epoch
+        )
 
         self.global_mean_ = mu
         self.user_bias_ = bu
@@ -409,7 +419,9 @@ class BiasedMF(RegressorMixin, BaseEstimator):
         logger.debug("fit: done in %.3fs", time.perf_counter() - started)
         return self
 
-    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> BiasedMF:
+    def partial_fit(
+        self, X: Any, y: Any, sample_weight: Any = None, *, on_epoch: EpochHook | None = None
+    ) -> BiasedMF:
         """Update the model with a batch of ratings; see the class docstring.
 
         Parameters
@@ -421,6 +433,8 @@ class BiasedMF(RegressorMixin, BaseEstimator):
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative per-row weights scaling each row's gradient, e.g.
             below one for replayed old ratings.
+        on_epoch : callable, optional
+            Called after every SGD pass; see ``EpochHook``.
 
         Returns
         -------
@@ -428,7 +442,7 @@ class BiasedMF(RegressorMixin, BaseEstimator):
             The updated model.
         """
         if not hasattr(self, "n_fit_calls_"):
-            return self.fit(X, y, sample_weight)
+            return self.fit(X, y, sample_weight, on_epoch=on_epoch)
 
         # Refuse before any state changes.
         self._validate_params()
@@ -491,6 +505,7 @@ class BiasedMF(RegressorMixin, BaseEstimator):
                 True,
                 False,
                 "fold-in users",
+                on_epoch,
             )
         if new_item_rows.size:
             self._run_epochs(
@@ -506,10 +521,11 @@ class BiasedMF(RegressorMixin, BaseEstimator):
                 False,
                 True,
                 "fold-in items",
+                on_epoch,
             )
         rows = np.arange(ratings.size, dtype=np.int64)
         self._run_epochs(
-            data, rows, self.partial_epochs, rng, mu, bu, bi, P, Q, True, True, "update"
+            data, rows, self.partial_epochs, rng, mu, bu, bi, P, Q, True, True, "update", on_epoch
         )
 
         self.global_mean_ = mu
@@ -549,6 +565,7 @@ class BiasedMF(RegressorMixin, BaseEstimator):
         update_users: bool,
         update_items: bool,
         stage: str,
+        on_epoch: EpochHook | None = None,
     ) -> None:
         users, items, ratings, weights = data
         lr = float(self.lr)
@@ -584,6 +601,8 @@ class BiasedMF(RegressorMixin, BaseEstimator):
                     lr,
                     time.perf_counter() - started,
                 )
+            if on_epoch is not None:
+                on_epoch(stage, epoch + 1, n_epochs)
             lr *= self.lr_decay
 
     # -- prediction -------------------------------------------------------

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,10 @@ from .artifacts import ModelRecord, load_model, save_model, serving_model
 from .catalog import Catalog
 from .config import Config
 from .errors import NothingToDo, UsageError
+
+if TYPE_CHECKING:
+    # NOTE: imported lazily at run time: numba's import is slow for commands that never train.
+    from .model import EpochHook
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +75,11 @@ def new_model(config: Config) -> Any:
 
 
 def _arrays(catalog: Catalog, sql: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    # NOTE: the delta is fetched whole; SGD visits it once per epoch, so it must be held
-    # in memory anyway, as two id columns and a rating column.
+    """The query's (user, item) pairs and ratings as arrays.
+
+    NOTE: fetched whole, not in batches: SGD visits every row once per epoch, so the
+    training set is held in memory anyway, and DuckDB's batched fetches need pyarrow.
+    """
     data = catalog.con.execute(sql, params).fetchnumpy()
     X = np.column_stack([data["user_id"].astype(object), data["item_id"].astype(object)])
     return X, np.asarray(data["rating"], dtype=np.float64)
@@ -125,16 +132,17 @@ def update(
     results = []
     with catalog.transaction():
         for version in todo:
-            if progress:
-                progress(f"v{version}")
-            result = _learn_delta(catalog, version, base)
+            result = _learn_delta(catalog, version, base, progress)
             base = result[1]
             results.append(result[0])
     return results
 
 
 def _learn_delta(
-    catalog: Catalog, version: int, base: ModelRecord | None
+    catalog: Catalog,
+    version: int,
+    base: ModelRecord | None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[UpdateResult, ModelRecord]:
     started = time.perf_counter()
     config = catalog.config
@@ -147,11 +155,10 @@ def _learn_delta(
     if base is None:
         # No model yet: this version's data is all the clean data there is.
         model = new_model(config)
-        model.fit(X, y)
+        model.fit(X, y, on_epoch=_epochs(progress, version))
     else:
         model = load_model(catalog, base)
         model.set_params(**_refreshed_params(config))
-        weights = np.ones(len(y))
         n_replay = int(round(config.model.replay_ratio * len(y)))
         if n_replay:
             older = catalog.lineage(version)[:-1]
@@ -162,8 +169,7 @@ def _learn_delta(
             )
             replayed = len(yr)
             X, y = np.concatenate([X, Xr]), np.concatenate([y, yr])
-            weights = np.ones(len(y))
-        model.partial_fit(X, y, sample_weight=weights)
+        model.partial_fit(X, y, on_epoch=_epochs(progress, version))
     seconds = time.perf_counter() - started
     record = save_model(
         catalog,
@@ -196,6 +202,18 @@ def _learn_delta(
     )
 
 
+def _epochs(progress: Callable[[str], None] | None, version: int) -> EpochHook | None:
+    """An epoch hook that reports each SGD pass to ``progress``."""
+    if progress is None:
+        return None
+    report = progress
+
+    def hook(stage: str, epoch: int, n_epochs: int) -> None:
+        report(f"v{version} {stage} {epoch}/{n_epochs}")
+
+    return hook
+
+
 def _refreshed_params(config: Config) -> dict[str, Any]:
     """Parameters a saved model takes from the current config on its next update."""
     m = config.model
@@ -204,11 +222,9 @@ def _refreshed_params(config: Config) -> dict[str, Any]:
 
 def _fit_full(catalog: Catalog, head: int, progress: Callable[[str], None] | None) -> UpdateResult:
     started = time.perf_counter()
-    if progress:
-        progress(f"v{head} (full)")
     X, y = _arrays(catalog, AS_OF_SQL, {"lineage": catalog.lineage(head)})
     model = new_model(catalog.config)
-    model.fit(X, y)
+    model.fit(X, y, on_epoch=_epochs(progress, head))
     seconds = time.perf_counter() - started
     record = save_model(
         catalog,

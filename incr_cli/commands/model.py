@@ -1,0 +1,122 @@
+"""Commands that train and measure the model: update, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..catalog import parse_version
+from ..evaluate import REPORT_COLUMNS
+from ..evaluate import evaluate as evaluate_model
+from ..evaluate import report as write_report
+from ..update import update as update_model
+from ._common import (
+    CatalogOpt,
+    Common,
+    ConfigOpt,
+    DebugOpt,
+    JsonOpt,
+    Output,
+    QuietOpt,
+    WaitOpt,
+    fmt,
+    session,
+)
+
+
+def update(
+    since: Annotated[
+        str | None,
+        typer.Option(help="Start from the model trained through this version, e.g. v12."),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Retrain from scratch on all clean data.")
+    ] = False,
+    catalog: CatalogOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    wait: WaitOpt = None,
+) -> None:
+    """Train the model on the clean data of the versions after its own.
+
+    Example: incr update --since v12
+    """
+    common = Common(catalog, config, json, quiet, debug, wait)
+    out = Output(common)
+    base = parse_version(since) if since is not None else None
+    args = {"since": since, "full": full}
+    with session(common, "update", args) as cat, out.progress("update", None) as progress:
+        results = update_model(cat, since=base, full=full, progress=progress)
+    for r in results:
+        replay = f" + {r.rows_replayed} replayed" if r.rows_replayed else ""
+        out.line(
+            f"v{r.version}: {r.kind} model m{r.model_id} trained on {r.rows_trained} rows"
+            f"{replay} ({r.users} users, {r.items} items) in {r.seconds:.2f} s"
+        )
+    out.result(results)
+
+
+def evaluate(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Score the model trained through this version on the next delta."
+        ),
+    ] = None,
+    report: Annotated[
+        bool, typer.Option("--report", help="Also print all evaluations and write a report.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Report file [default: reports/report-vN.md beside the catalog]."),
+    ] = None,
+    catalog: CatalogOpt = None,
+    config: ConfigOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    wait: WaitOpt = None,
+) -> None:
+    """Score the newest clean delta with the model trained before it (test, then train).
+
+    Example: incr evaluate --report
+    """
+    common = Common(catalog, config, json, quiet, debug, wait)
+    out = Output(common)
+    version = parse_version(model) if model is not None else None
+    args = {"model": model, "report": report, "output": output}
+    with session(common, "evaluate", args) as cat:
+        result = evaluate_model(cat, model_version=version)
+        summary = write_report(cat, output) if report else None
+
+    figures = result.metrics
+    table = Table(
+        title=f"v{result.version}: {result.rows} ratings, model of v{result.model_version}"
+    )
+    table.add_column("system")
+    names = ["rmse", "mae", "precision", "recall", "ndcg"]
+    for name in names:
+        table.add_column(name if name in ("rmse", "mae") else f"{name}@{result.k}", justify="right")
+    for system, values in figures.items():
+        table.add_row(system, *(fmt(values.get(name)) for name in names))
+    out.table(table)
+    if summary is not None:
+        report_table = Table(title="evaluations on the head's lineage")
+        for column in summary.columns:
+            report_table.add_column(REPORT_COLUMNS.get(column, column), justify="right")
+        for row in summary.rows:
+            report_table.add_row(*(_cell(row.get(column)) for column in summary.columns))
+        out.table(report_table)
+        out.line(f"report written to {summary.path}")
+    out.result({"evaluation": result, "report": summary})
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return fmt(value)
+    return "-" if value is None else str(value)

@@ -1,0 +1,523 @@
+"""Evaluate: score the model on the delta that came after it, then report the history.
+
+The evaluation is test-then-train (prequential): the model trained through version ``p``
+predicts the clean delta of the version that follows ``p`` on the head's lineage, a delta it
+has never learned from. Two baselines see the same data the model saw, the clean ratings as
+of ``p``: the global mean rating (for RMSE and MAE) and the most popular items (for top-k
+ranking). Every figure is stored in the ``metrics`` table; :func:`report` gathers the latest
+evaluation of each delta into a Markdown file.
+
+Known gaps, on purpose:
+
+- users and items are not filtered to those the model knows; a new user gets the model's
+  item-bias ranking and its rows are reported apart (``*_new_users``), since scoring only
+  known users would hide the cold-start error that a fresh model must live with;
+- an item the user rates again in the delta, having rated it before, counts as relevant but
+  is never recommended when ``evaluate.exclude_seen`` is on, which lowers recall a little for
+  every system alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import ModelRecord, load_model, serving_model
+from .catalog import Catalog, now
+from .errors import NothingToDo, UsageError
+from .metrics import coverage, mae, ranking_metrics, rmse
+
+log = logging.getLogger(__name__)
+
+#: The systems every evaluation stores figures for.
+SYSTEMS = ("model", "global_mean", "most_popular")
+
+# Figures of ranking_metrics stored under its own names; its user counts are stored apart,
+# because the users without a relevant item are dropped before it is called.
+_RANKING_NAMES = ("precision", "recall", "f1", "ndcg", "map", "hit_rate")
+
+# The rows scored: the target delta's clean ratings.
+DELTA_SQL = "SELECT user_id, item_id, rating FROM ratings_clean WHERE version = $version"
+
+# The global-mean baseline: every clean rating on the lineage up to the parent.
+GLOBAL_MEAN_SQL = "SELECT avg(rating) FROM ratings_clean WHERE list_contains($history, version)"
+
+# Items the parent's data knows, most rated first; ties go by id so the list is stable.
+POPULAR_SQL = """
+SELECT item_id FROM ratings_clean WHERE list_contains($history, version)
+GROUP BY item_id ORDER BY count(*) DESC, item_id
+"""
+
+# Per user of the delta, the items rated at or above the threshold; users without one are
+# left out here, as ranking_metrics would skip them anyway.
+RELEVANT_SQL = """
+SELECT user_id, list_sort(list(DISTINCT item_id)) AS items FROM ratings_clean
+WHERE version = $version AND rating >= $threshold
+GROUP BY user_id ORDER BY user_id
+"""
+
+# Items those users rated before the delta, which are not recommended back to them.
+SEEN_SQL = """
+SELECT user_id, list(DISTINCT item_id) AS items FROM ratings_clean
+WHERE list_contains($history, version) AND user_id IN (
+    SELECT user_id FROM ratings_clean WHERE version = $version AND rating >= $threshold
+)
+GROUP BY user_id
+"""
+
+DELETE_SQL = "DELETE FROM metrics WHERE version = ? AND model_id = ?"
+INSERT_SQL = "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)"
+
+# The latest evaluation of each delta on the lineage, one row each, metrics side by side.
+# An evaluation is one (version, model_id) pair: evaluate replaces its rows as a whole.
+REPORT_SQL = """
+WITH runs AS (
+    SELECT version, model_id, max(created_at) AS evaluated_at
+    FROM metrics WHERE list_contains($lineage, version)
+    GROUP BY version, model_id
+),
+latest AS (
+    SELECT * FROM runs
+    QUALIFY row_number() OVER (
+        PARTITION BY version ORDER BY evaluated_at DESC, model_id DESC NULLS LAST) = 1
+)
+SELECT
+    l.version,
+    any_value(mo.version) AS model_version,
+    max(m.value) FILTER (WHERE m.system = 'model' AND m.metric = 'rows') AS rows,
+    max(m.value) FILTER (WHERE m.system = 'model' AND m.metric = 'k') AS k,
+    max(m.value) FILTER (WHERE m.system = 'model' AND m.metric = 'rmse') AS rmse,
+    max(m.value) FILTER (WHERE m.system = 'model' AND m.metric = 'mae') AS mae,
+    max(m.value) FILTER (WHERE m.system = 'global_mean' AND m.metric = 'rmse')
+        AS global_mean_rmse,
+    max(m.value) FILTER (WHERE m.system = 'model' AND m.metric = 'precision')
+        AS precision_at_k,
+    max(m.value) FILTER (WHERE m.system = 'model' AND m.metric = 'recall')
+        AS recall_at_k,
+    max(m.value) FILTER (WHERE m.system = 'model' AND m.metric = 'ndcg') AS ndcg_at_k,
+    max(m.value) FILTER (WHERE m.system = 'most_popular' AND m.metric = 'ndcg')
+        AS most_popular_ndcg_at_k
+FROM latest l
+JOIN metrics m ON m.version = l.version AND m.model_id IS NOT DISTINCT FROM l.model_id
+LEFT JOIN models mo ON mo.model_id = l.model_id
+GROUP BY l.version
+ORDER BY l.version
+"""
+
+#: The report's columns, in order, each with its Markdown heading.
+REPORT_COLUMNS: dict[str, str] = {
+    "version": "Delta",
+    "model_version": "Model",
+    "rows": "Rows",
+    "k": "k",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "global_mean_rmse": "Global-mean RMSE",
+    "precision_at_k": "Precision@k",
+    "recall_at_k": "Recall@k",
+    "ndcg_at_k": "NDCG@k",
+    "most_popular_ndcg_at_k": "Most-popular NDCG@k",
+}
+
+# Columns that hold counts or version numbers rather than measured figures.
+_WHOLE_COLUMNS = {"version", "model_version", "rows", "k"}
+
+Figures = dict[str, float | int | None]
+
+
+@dataclass
+class EvaluateResult:
+    """One evaluation: a delta scored by the model trained before it, and the baselines.
+
+    Attributes
+    ----------
+    version
+        The delta scored (``metrics.version``).
+    parent
+        The version before it on the lineage: the baselines see the clean data up to here.
+    model_version, model_id
+        The model used, trained through ``model_version`` (at most ``parent``).
+    rows
+        Clean rows of the delta scored.
+    users_ranked
+        Users of the delta with at least one relevant item, whose top-k lists are scored.
+    k
+        The cut-off of the ranking metrics.
+    metrics
+        Per system (``model``, ``global_mean``, ``most_popular``), metric name to value;
+        ``None`` where a figure is undefined (e.g. RMSE of new users when there are none).
+    """
+
+    version: int
+    parent: int
+    model_version: int
+    model_id: int
+    rows: int
+    users_ranked: int
+    k: int
+    metrics: dict[str, Figures]
+
+
+@dataclass
+class ReportResult:
+    """The report: one row per evaluated delta on the head's lineage.
+
+    Attributes
+    ----------
+    rows
+        One dict per delta, keyed by ``columns``, oldest delta first.
+    columns
+        The keys of each row, in table order.
+    path
+        The Markdown file written.
+    """
+
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    path: Path
+
+
+def evaluate(
+    catalog: Catalog,
+    *,
+    model_version: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> EvaluateResult:
+    """Score a delta with the model trained before it, beside two baselines, and store it.
+
+    By default the delta is the newest cleaned version on the head's lineage and the model
+    is the one serving as of its parent. With ``model_version=N`` the model is the one
+    trained through ``vN`` and the delta is the version after ``vN`` on the lineage.
+
+    The model is scored by RMSE and MAE of its predictions (overall, and apart for users it
+    knows and users new to it) and by top-k ranking metrics, where a user's relevant items
+    are those rated at least ``evaluate.relevance_threshold`` in the delta. The baselines
+    are the mean clean rating as of the parent (RMSE, MAE) and the ``k`` items with the most
+    clean ratings as of the parent (ranking). With ``evaluate.exclude_seen``, no system
+    recommends an item the user rated before the delta.
+
+    Every figure is written to the ``metrics`` table in one transaction, replacing any
+    earlier evaluation of the same delta by the same model. No stage is recorded: a delta
+    may be evaluated any number of times.
+
+    Parameters
+    ----------
+    catalog
+        An open catalog, opened for writing.
+    model_version
+        Evaluate the model trained through this version, on the delta after it.
+    progress
+        Called with a short note before each step.
+
+    Returns
+    -------
+    EvaluateResult
+
+    Raises
+    ------
+    NothingToDo
+        If no delta is cleaned, the delta is the first version (nothing was trained before
+        it), no model exists before it, it has no clean rows, or ``model_version`` is the
+        head.
+    UsageError
+        If ``model_version`` is not on the head's lineage, no model was trained through it,
+        or the delta after it is not cleaned.
+    """
+    started = time.perf_counter()
+    config = catalog.config.evaluate
+    lineage = catalog.lineage(catalog.require_head())
+    target, record = _choose(catalog, lineage, model_version)
+    history = lineage[: lineage.index(target)]
+    parent = history[-1]
+    if progress:
+        progress(f"v{target}: scoring with the model of v{record.version}")
+
+    data = catalog.con.execute(DELTA_SQL, {"version": target}).fetchnumpy()
+    users = data["user_id"].astype(object)
+    items = data["item_id"].astype(object)
+    ratings = np.asarray(data["rating"], dtype=np.float64)
+    if ratings.size == 0:
+        raise NothingToDo(
+            f"v{target} holds no clean rows to score; check 'incr log' for what clean removed"
+        )
+    model = load_model(catalog, record)
+
+    # Accuracy of the model, overall and apart for the users it has and has not seen.
+    predicted = model.predict(np.column_stack([users, items]))
+    known = np.isin(users, model.user_ids_)
+    figures_model = _accuracy(ratings, predicted, known)
+
+    # The global-mean baseline predicts one constant, mu = mean of the ratings before.
+    mu = float(catalog.one(GLOBAL_MEAN_SQL, {"history": history}))
+    constant = np.full(ratings.size, mu)
+    figures_mean: Figures = {
+        "mean": mu,
+        "rows": int(ratings.size),
+        "rmse": rmse(ratings, constant),
+        "mae": mae(ratings, constant),
+    }
+
+    # Ranking: one top-k list per user with a relevant item, from each system.
+    if progress:
+        progress(f"v{target}: ranking the top {config.k} items")
+    params = {"version": target, "threshold": config.relevance_threshold}
+    relevant = catalog.con.execute(RELEVANT_SQL, params).fetchnumpy()
+    ranked_users = relevant["user_id"].astype(object)
+    relevant_items = list(relevant["items"])
+    seen: dict[Hashable, set[Hashable]] = {}
+    if config.exclude_seen:
+        before = catalog.con.execute(SEEN_SQL, {**params, "history": history}).fetchnumpy()
+        seen = {
+            user: set(rated) for user, rated in zip(before["user_id"], before["items"], strict=True)
+        }
+    popular = catalog.con.execute(POPULAR_SQL, {"history": history}).fetchnumpy()["item_id"]
+    n_users = int(np.unique(users).size)
+    skipped = n_users - int(ranked_users.size)
+    # Coverage is a share of the items rated before the delta: all any system could show.
+    n_items = max(1, int(popular.size))
+    if ranked_users.size:
+        model_lists: Sequence[Iterable[Hashable | None]] = list(
+            model.top_k(ranked_users, config.k, exclude=seen or None)[0]
+        )
+    else:
+        model_lists = []
+    popular_lists = _popular_lists(popular.tolist(), ranked_users.tolist(), seen, config.k)
+    figures_model |= _ranking(model_lists, relevant_items, config.k, skipped, n_items)
+    figures_popular = _ranking(popular_lists, relevant_items, config.k, skipped, n_items)
+
+    result = EvaluateResult(
+        version=target,
+        parent=parent,
+        model_version=record.version,
+        model_id=record.model_id,
+        rows=int(ratings.size),
+        users_ranked=int(ranked_users.size),
+        k=config.k,
+        metrics={
+            "model": figures_model,
+            "global_mean": figures_mean,
+            "most_popular": figures_popular,
+        },
+    )
+    _store(catalog, result)
+    log.debug(
+        "evaluated v%d with model m%d in %.3f s",
+        target,
+        record.model_id,
+        time.perf_counter() - started,
+    )
+    return result
+
+
+def _choose(
+    catalog: Catalog, lineage: list[int], model_version: int | None
+) -> tuple[int, ModelRecord]:
+    """The delta to score and the model to score it with, or an error saying what to do."""
+    head = lineage[-1]
+    if model_version is None:
+        cleaned = [v for v in lineage if catalog.stage_done(v, "clean")]
+        if not cleaned:
+            raise NothingToDo("no version is cleaned yet; run 'incr clean' first")
+        target = cleaned[-1]
+        position = lineage.index(target)
+        if position == 0:
+            raise NothingToDo(
+                f"v{target} is the first delta: no model was trained before it; "
+                "ingest and update another file first"
+            )
+        parent = lineage[position - 1]
+        record = serving_model(catalog, parent)
+        if record is None:
+            raise NothingToDo(
+                f"no model was trained before v{target} (as of v{parent}); run 'incr update' first"
+            )
+        return target, record
+
+    catalog.require(model_version)
+    if model_version not in lineage:
+        raise UsageError(
+            f"v{model_version} is not on the head's lineage (v{head}); "
+            "pick a version that 'incr log' shows on it"
+        )
+    record = serving_model(catalog, model_version)
+    if record is None or record.version != model_version:
+        raise UsageError(
+            f"no model was trained through v{model_version}; pick a version that "
+            "'incr log' shows with a model, or drop --model"
+        )
+    if model_version == head:
+        raise NothingToDo(
+            f"v{model_version} is the head: no delta follows it yet; "
+            "ingest and clean another file first"
+        )
+    target = lineage[lineage.index(model_version) + 1]
+    if not catalog.stage_done(target, "clean"):
+        raise UsageError(f"v{target} is not cleaned yet; run 'incr clean' first")
+    return target, record
+
+
+def _finite(value: float) -> float | None:
+    # NOTE: NaN is not valid JSON and the catalog reads NULL as "undefined" more plainly.
+    return value if math.isfinite(value) else None
+
+
+def _accuracy(ratings: np.ndarray, predicted: np.ndarray, known: np.ndarray) -> Figures:
+    """RMSE and MAE over all rows, over rows of known users and over rows of new users."""
+    figures: Figures = {
+        "rows": int(ratings.size),
+        "rmse": rmse(ratings, predicted),
+        "mae": mae(ratings, predicted),
+    }
+    for suffix, mask in (("known_users", known), ("new_users", ~known)):
+        count = int(mask.sum())
+        figures[f"rows_{suffix}"] = count
+        figures[f"rmse_{suffix}"] = rmse(ratings[mask], predicted[mask]) if count else None
+        figures[f"mae_{suffix}"] = mae(ratings[mask], predicted[mask]) if count else None
+    return figures
+
+
+def _popular_lists(
+    popular: list[Hashable],
+    users: list[Hashable],
+    seen: Mapping[Hashable, set[Hashable]],
+    k: int,
+) -> list[list[Hashable]]:
+    """Per user, the ``k`` most popular items that user has not rated before."""
+    lists = []
+    for user in users:
+        banned = seen.get(user, set())
+        picks: list[Hashable] = []
+        # Walking the popularity order stops after k picks, so this costs at most
+        # k + |banned| steps per user however large the catalogue is.
+        for item in popular:
+            if item not in banned:
+                picks.append(item)
+                if len(picks) == k:
+                    break
+        lists.append(picks)
+    return lists
+
+
+def _ranking(
+    lists: Sequence[Iterable[Hashable | None]],
+    relevant: Sequence[Iterable[Hashable]],
+    k: int,
+    skipped: int,
+    n_items: int,
+) -> Figures:
+    """Ranking figures of one system under the stored names."""
+    scores = ranking_metrics(lists, relevant, k)
+    figures: Figures = {name: _finite(scores[name]) for name in _RANKING_NAMES}
+    figures["coverage"] = coverage(lists, n_items) if len(lists) else None
+    figures["users_ranked"] = int(scores["users"])
+    figures["users_skipped"] = skipped
+    figures["k"] = k
+    return figures
+
+
+def _store(catalog: Catalog, result: EvaluateResult) -> None:
+    """Replace the figures of this (delta, model) evaluation in one transaction."""
+    created = now()
+    rows = [
+        (result.version, result.model_id, system, metric, value, created)
+        for system, figures in result.metrics.items()
+        for metric, value in figures.items()
+    ]
+    with catalog.transaction():
+        catalog.con.execute(DELETE_SQL, [result.version, result.model_id])
+        catalog.con.executemany(INSERT_SQL, rows)
+
+
+def report(catalog: Catalog, output: Path | None = None) -> ReportResult:
+    """Write a Markdown table of the latest evaluation of each delta on the head's lineage.
+
+    Parameters
+    ----------
+    catalog
+        An open catalog.
+    output
+        The file to write; by default ``reports/report-v{head}.md`` beside the catalog.
+        It is written to a temporary name first and renamed into place.
+
+    Returns
+    -------
+    ReportResult
+
+    Raises
+    ------
+    NothingToDo
+        If no delta on the head's lineage has been evaluated.
+    """
+    head = catalog.require_head()
+    found = catalog.con.execute(REPORT_SQL, {"lineage": catalog.lineage(head)}).fetchall()
+    if not found:
+        raise NothingToDo("no evaluation yet; run 'incr evaluate' first")
+    columns = list(REPORT_COLUMNS)
+    rows = [
+        {
+            name: (None if value is None else int(value) if name in _WHOLE_COLUMNS else value)
+            for name, value in zip(columns, row, strict=True)
+        }
+        for row in found
+    ]
+    path = Path(output) if output is not None else catalog.report_dir / f"report-v{head}.md"
+    _write_atomically(path, _markdown(catalog, head, rows))
+    log.debug("wrote report of %d deltas to %s", len(rows), path)
+    return ReportResult(rows=rows, columns=columns, path=path)
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if name in ("version", "model_version"):
+        return f"v{value}"
+    if name in _WHOLE_COLUMNS:
+        return str(value)
+    return f"{value:.4f}"
+
+
+def _markdown(catalog: Catalog, head: int, rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"# Evaluation report, v{head}",
+        "",
+        f"- Date: {now():%Y-%m-%d %H:%M} UTC",
+        f"- Catalog: `{catalog.path}`",
+        f"- Head: v{head}",
+        "",
+        "| " + " | ".join(REPORT_COLUMNS.values()) + " |",
+        "|" + "|".join("---:" for _ in REPORT_COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(_cell(n, row[n]) for n in REPORT_COLUMNS) + " |" for row in rows]
+    lines += [
+        "",
+        "How to read this: the figures are test-then-train. Each delta is scored by the model "
+        "trained before it, on ratings it had not learned from; the global mean and the "
+        "most popular items use the same earlier data. Lower RMSE and MAE are better, higher "
+        "precision, recall and NDCG are better.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path``, flush it, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,261 @@
+"""The command line end to end on sample_data/: exit codes, output and catalog state."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from incr_cli.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = sorted((ROOT / "sample_data").glob("delta-*.csv"))
+
+
+class Cli:
+    """Runs ``incr`` in this process against one catalog."""
+
+    def __init__(self, catalog: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.catalog = catalog
+        self.capsys = capsys
+
+    def __call__(self, *args: str, expect: int = 0) -> tuple[object, str]:
+        self.capsys.readouterr()
+        code = main([*args, "--catalog", str(self.catalog), "--json"])
+        captured = self.capsys.readouterr()
+        assert code == expect, (args, code, captured.err)
+        result = json.loads(captured.out) if code == 0 and captured.out.strip() else None
+        return result, captured.err
+
+    def cycle(self, path: Path) -> None:
+        self("ingest", str(path))
+        self("clean")
+        self("featurize")
+        self("update")
+
+    def tables(self) -> dict[str, int]:
+        """Row counts of every table: equal counts mean an unchanged catalog."""
+        with duckdb.connect(str(self.catalog), read_only=True) as con:
+            names = [r[0] for r in con.execute("SHOW TABLES").fetchall()]
+            counts = {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+            counts["meta"] = con.execute("SELECT list(value ORDER BY key) FROM meta").fetchone()
+        return counts
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Cli:
+    return Cli(tmp_path / "cat" / "catalog.duckdb", capsys)
+
+
+@pytest.fixture
+def cycled(cli: Cli) -> Cli:
+    """A catalog through three sample files, each cleaned, featurized and learned."""
+    for path in SAMPLE[:3]:
+        cli.cycle(path)
+    return cli
+
+
+def test_sample_data_is_what_the_script_writes(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_sample_data.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    written = sorted(tmp_path.glob("delta-*.csv"))
+    assert [p.name for p in written] == [p.name for p in SAMPLE]
+    for ours, fresh in zip(SAMPLE, written, strict=True):
+        assert (
+            hashlib.sha256(ours.read_bytes()).digest()
+            == hashlib.sha256(fresh.read_bytes()).digest()
+        )
+
+
+def test_ingest_records_the_source_and_counts(cli: Cli) -> None:
+    result, _ = cli("ingest", str(SAMPLE[0]), str(SAMPLE[1]))
+    assert [r["version"] for r in result] == [1, 2]
+    assert result[0]["rows_read"] == 25_000
+    assert result[0]["rows_accepted"] + result[0]["rows_rejected"] == 25_000
+    with duckdb.connect(str(cli.catalog), read_only=True) as con:
+        row = con.execute(
+            "SELECT parent, source_size, source_sha256, command FROM versions WHERE version = 2"
+        ).fetchone()
+    assert row == (
+        1,
+        SAMPLE[1].stat().st_size,
+        hashlib.sha256(SAMPLE[1].read_bytes()).hexdigest(),
+        "ingest",
+    )
+
+
+def test_catalog_comes_from_the_environment_when_not_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "env" / "catalog.duckdb"
+    monkeypatch.setenv("INCR_CATALOG", str(target))
+    assert main(["init", "--quiet"]) == 0
+    assert target.is_file()
+
+
+def test_a_config_with_an_unknown_key_is_refused_naming_it(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  factorz: 8\n")
+    monkeypatch.setenv("INCR_CONFIG", str(bad))
+    _, err = cli("ingest", str(SAMPLE[0]), expect=4)
+    assert "model.factorz is not a known key" in err
+    assert not cli.catalog.exists()
+
+
+def test_a_config_value_of_the_wrong_type_is_refused_naming_it(cli: Cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  factors: many\n")
+    _, err = cli("status", "--config", str(bad), expect=4)
+    assert "model.factors" in err and "'many'" in err
+
+
+def test_a_missing_file_is_bad_input_and_ingests_nothing(cli: Cli) -> None:
+    cli("ingest", str(SAMPLE[0]))
+    before = cli.tables()
+    _, err = cli("ingest", str(SAMPLE[1]), "no-such-file.csv", expect=3)
+    assert "no-such-file.csv: no such file" in err
+    assert err.count("\n") == 1
+    assert cli.tables() == before
+
+
+def test_a_file_already_held_is_refused_with_its_version(cli: Cli) -> None:
+    cli("ingest", str(SAMPLE[0]))
+    _, err = cli("ingest", str(SAMPLE[0]), expect=5)
+    assert "is already held by v1" in err
+
+
+def test_stages_with_nothing_to_do_say_so(cli: Cli) -> None:
+    cli.cycle(SAMPLE[0])
+    for command in ("clean", "featurize", "update"):
+        _, err = cli(command, expect=5)
+        assert err.startswith("incr: error: ")
+
+
+def test_status_without_a_catalog_says_how_to_make_one(cli: Cli) -> None:
+    _, err = cli("status", expect=2)
+    assert "run 'incr init'" in err
+    assert not cli.catalog.exists()
+
+
+def test_first_delta_cannot_be_evaluated(cli: Cli) -> None:
+    cli.cycle(SAMPLE[0])
+    _, err = cli("evaluate", expect=5)
+    assert "v1" in err
+
+
+def test_evaluate_scores_each_delta_with_the_model_before_it(cycled: Cli) -> None:
+    result, _ = cycled("evaluate")
+    evaluation = result["evaluation"]
+    assert evaluation["version"] == 3
+    assert evaluation["model_version"] == 2
+    model, baseline = evaluation["metrics"]["model"], evaluation["metrics"]["global_mean"]
+    assert model["rmse"] < baseline["rmse"]
+    assert 0 <= model["ndcg"] <= 1
+
+
+def test_report_lists_every_evaluated_delta(cycled: Cli, tmp_path: Path) -> None:
+    cycled("evaluate", "--model", "v1")
+    out = tmp_path / "report.md"
+    result, _ = cycled("evaluate", "--report", "--output", str(out))
+    assert result["report"]["path"] == str(out)
+    assert [row["version"] for row in result["report"]["rows"]] == [2, 3]
+    assert out.read_text().count("\n| v") == 2
+
+
+def test_update_since_relearns_from_an_earlier_model(cycled: Cli) -> None:
+    result, _ = cycled("update", "--since", "v1")
+    assert [r["version"] for r in result] == [2, 3]
+    assert all(r["kind"] == "incremental" for r in result)
+
+
+def test_full_update_refits_on_all_clean_data(cycled: Cli) -> None:
+    status, _ = cycled("status")
+    result, _ = cycled("update", "--full")
+    assert result[0]["kind"] == "full"
+    assert result[0]["rows_trained"] <= status["clean_rows"]
+    after, _ = cycled("status")
+    assert after["model"]["model_id"] == result[0]["model_id"]
+
+
+def test_rollback_moves_the_head_and_keeps_later_versions(cycled: Cli) -> None:
+    before, _ = cycled("status")
+    result, _ = cycled("rollback", "--to", "v1")
+    assert result["rolled_back"] == [2, 3]
+    status, _ = cycled("status")
+    assert status["head"] == 1
+    assert status["model"]["version"] == 1
+    assert status["clean_rows"] < before["clean_rows"]
+
+    # The file of v2 is held only by a rolled-back version, so it may come in again.
+    ingested, _ = cycled("ingest", str(SAMPLE[1]))
+    assert ingested[0]["version"] == 4
+    log, _ = cycled("log")
+    assert {v["version"]: v["state"] for v in log} == {
+        1: "active",
+        2: "rolled back",
+        3: "rolled back",
+        4: "head",
+    }
+
+    # Rolling forward to the old branch restores it whole.
+    cycled("rollback", "--to", "v3")
+    again, _ = cycled("status")
+    assert again["clean_rows"] == before["clean_rows"]
+    assert again["model"] == before["model"]
+
+
+def test_rollback_to_an_unknown_version_is_a_usage_error(cycled: Cli) -> None:
+    before = cycled.tables()
+    _, err = cycled("rollback", "--to", "v42", expect=2)
+    assert "v42 does not exist" in err
+    _, err = cycled("rollback", "--to", "yesterday", expect=2)
+    assert "write it as v1, v2" in err
+    assert cycled.tables() == before
+
+
+def test_a_tampered_model_file_is_never_loaded(cycled: Cli) -> None:
+    model_dir = cycled.catalog.parent / "models"
+    newest = max(model_dir.glob("*.joblib"), key=lambda p: p.stat().st_mtime_ns)
+    newest.write_bytes(newest.read_bytes() + b"tampered")
+    cycled("ingest", str(SAMPLE[3]))
+    cycled("clean")
+    before = cycled.tables()
+    _, err = cycled("update", expect=7)
+    assert newest.name in err and "sha256" in err
+    assert cycled.tables() == before
+
+
+def test_a_missing_model_file_is_an_integrity_error(cycled: Cli) -> None:
+    shutil.rmtree(cycled.catalog.parent / "models")
+    cycled("ingest", str(SAMPLE[3]))
+    cycled("clean")
+    before = cycled.tables()
+    _, err = cycled("update", expect=7)
+    assert "is missing" in err and "incr update --full" in err
+    assert cycled.tables() == before
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from incr_cli import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"incr {__version__}"
+
+
+def test_quiet_prints_nothing_on_success(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = tmp_path / "catalog.duckdb"
+    assert main(["ingest", str(SAMPLE[0]), "--catalog", str(catalog), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""

@@ -1,0 +1,332 @@
+"""Tests of test-then-train evaluation and of the report built from its figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from incr_cli import clean, ingest, update
+from incr_cli.artifacts import load_model, serving_model
+from incr_cli.catalog import Catalog, Invocation, open_catalog
+from incr_cli.config import Config, EvaluateConfig
+from incr_cli.errors import NothingToDo, UsageError, VersionNotFound
+from incr_cli.evaluate import REPORT_COLUMNS, evaluate, report
+from incr_cli.synthetic import write_deltas
+
+N_DELTAS = 4
+
+
+@pytest.fixture(scope="module")
+def delta_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_deltas(tmp_path_factory.mktemp("data"), 300, 200, 6000, N_DELTAS, seed=11)
+
+
+def _open(path: Path, config: Config | None = None):
+    return open_catalog(path, config or Config(), Invocation("test"), write=True)
+
+
+def _load(catalog: Catalog, files: list[Path], *, train: bool = True) -> None:
+    ingest.ingest_files(catalog, files)
+    clean.clean_pending(catalog)
+    if train:
+        update.update(catalog)
+
+
+def _csv(path: Path) -> np.ndarray:
+    # Columns user_id, item_id, rating, timestamp, all whole numbers.
+    return np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+
+
+def _stored(catalog: Catalog, version: int) -> dict[tuple[int, str, str], float | None]:
+    rows = catalog.rows(
+        "SELECT model_id, system, metric, value FROM metrics WHERE version = ?", [version]
+    )
+    return {(model_id, system, metric): value for model_id, system, metric, value in rows}
+
+
+# --- choosing the delta and the model -------------------------------------------------
+
+
+def test_default_scores_the_newest_cleaned_delta_with_the_model_before_it(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:3])
+        # A fourth file ingested but not cleaned is not a candidate yet.
+        ingest.ingest_files(catalog, delta_files[3:])
+
+        result = evaluate(catalog)
+
+        assert (result.version, result.parent, result.model_version) == (3, 2, 2)
+        assert result.model_id == serving_model(catalog, 2).model_id
+
+
+def test_first_delta_has_nothing_to_be_scored_by(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:1])
+
+        with pytest.raises(NothingToDo, match="v1 is the first delta"):
+            evaluate(catalog)
+        assert catalog.one("SELECT count(*) FROM metrics") == 0
+
+
+def test_no_model_before_the_delta_asks_for_an_update(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:2], train=False)
+
+        with pytest.raises(NothingToDo, match="run 'incr update' first"):
+            evaluate(catalog)
+
+
+def test_model_version_scores_the_delta_that_follows_it(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files)
+
+        result = evaluate(catalog, model_version=2)
+
+        assert (result.version, result.parent, result.model_version) == (3, 2, 2)
+        with pytest.raises(NothingToDo, match="v4 is the head"):
+            evaluate(catalog, model_version=4)
+        with pytest.raises(VersionNotFound):
+            evaluate(catalog, model_version=9)
+
+
+def test_model_version_must_be_on_the_lineage_and_have_a_model(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:3])
+        # Branch off v1: v4 and v5 follow it, cleaned but not trained on.
+        with catalog.transaction():
+            catalog.move_head(1)
+        _load(catalog, delta_files[3:], train=False)
+        assert catalog.lineage() == [1, 4]
+        write_deltas(tmp_path / "more", 300, 200, 600, 1, seed=99)
+        _load(catalog, [tmp_path / "more" / "delta-01.csv"], train=False)
+
+        with pytest.raises(UsageError, match="v3 is not on the head's lineage"):
+            evaluate(catalog, model_version=3)
+        with pytest.raises(UsageError, match="no model was trained through v4"):
+            evaluate(catalog, model_version=4)
+        assert evaluate(catalog, model_version=1).version == 4
+
+
+# --- the figures ----------------------------------------------------------------------
+
+
+def test_global_mean_baseline_matches_a_hand_computation(tmp_path, delta_files):
+    tables = [_csv(path) for path in delta_files]
+    for table in tables:
+        # Clean drops repeated (user, item) pairs inside a file; these files have none, so
+        # the clean deltas are the files as written.
+        assert np.unique(table[:, :2], axis=0).shape[0] == table.shape[0]
+    before = np.concatenate([t[:, 2] for t in tables[:-1]]).astype(np.float64)
+    delta = tables[-1][:, 2].astype(np.float64)
+    mu = before.mean()
+
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files)
+        result = evaluate(catalog)
+
+    baseline = result.metrics["global_mean"]
+    assert result.version == N_DELTAS
+    assert result.rows == delta.size
+    assert baseline["mean"] == pytest.approx(mu, rel=1e-12)
+    assert baseline["rmse"] == pytest.approx(np.sqrt(np.mean((delta - mu) ** 2)), rel=1e-12)
+    assert baseline["mae"] == pytest.approx(np.mean(np.abs(delta - mu)), rel=1e-12)
+
+
+def test_model_figures_are_those_of_its_predictions(tmp_path, delta_files):
+    table = _csv(delta_files[1])
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:2])
+        result = evaluate(catalog)
+        model = load_model(catalog, serving_model(catalog, 1))
+
+    # The catalog holds ids as text, so the model knows them as text.
+    pairs = table[:, :2].astype(str).astype(object)
+    error = model.predict(pairs) - table[:, 2]
+    known = np.isin(pairs[:, 0], model.user_ids_)
+    figures = result.metrics["model"]
+    assert figures["rmse"] == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-12)
+    assert figures["mae"] == pytest.approx(np.mean(np.abs(error)), rel=1e-12)
+    assert figures["rows_known_users"] == known.sum()
+    assert figures["rows_new_users"] == (~known).sum() > 0
+    assert figures["rmse_new_users"] == pytest.approx(
+        np.sqrt(np.mean(error[~known] ** 2)), rel=1e-12
+    )
+
+
+def test_model_beats_the_global_mean_on_synthetic_data(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files)
+        for model_version in range(1, N_DELTAS):
+            result = evaluate(catalog, model_version=model_version)
+            figures = result.metrics
+
+            assert figures["model"]["rmse"] < figures["global_mean"]["rmse"]
+            assert figures["model"]["mae"] < figures["global_mean"]["mae"]
+
+
+def _write(path: Path, rows: list[tuple[str, str, int]], start: int) -> Path:
+    lines = ["user_id,item_id,rating,timestamp"]
+    lines += [f"{u},{i},{r},{start + n}" for n, (u, i, r) in enumerate(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_files(tmp_path: Path) -> list[Path]:
+    # Before the delta, items by number of ratings: x 3, y 2, then w and z 1 each (w first
+    # by id). In the delta, b finds z relevant, d (new) finds x relevant, a finds nothing.
+    base = _write(
+        tmp_path / "base.csv",
+        [("a", "x", 4), ("b", "x", 5), ("c", "x", 3), ("a", "y", 2), ("b", "y", 4)]
+        + [("c", "z", 1), ("a", "w", 3)],
+        start=1_700_000_000,
+    )
+    delta = _write(
+        tmp_path / "delta.csv",
+        [("b", "z", 5), ("b", "w", 2), ("d", "x", 4), ("a", "z", 3)],
+        start=1_700_100_000,
+    )
+    return [base, delta]
+
+
+def test_most_popular_ranks_the_unseen_hits_by_hand(tmp_path, tiny_files):
+    config = Config(evaluate=EvaluateConfig(k=2, relevance_threshold=4.0))
+    with _open(tmp_path / "c.duckdb", config) as catalog:
+        _load(catalog, tiny_files)
+        result = evaluate(catalog)
+
+    # b has seen x and y, so gets [w, z]: a hit at rank 2 of 2 of one relevant item.
+    # d has seen nothing, so gets [x, y]: a hit at rank 1.
+    popular = result.metrics["most_popular"]
+    assert result.users_ranked == popular["users_ranked"] == 2
+    assert popular["users_skipped"] == 1
+    assert popular["precision"] == 0.5
+    assert popular["recall"] == 1.0
+    assert popular["hit_rate"] == 1.0
+    assert popular["ndcg"] == pytest.approx((1 / math.log2(3) + 1.0) / 2, rel=1e-12)
+    assert popular["coverage"] == 1.0
+    # Four delta rows: three from users the model knows (a, b), one from d.
+    model = result.metrics["model"]
+    assert (model["rows_known_users"], model["rows_new_users"]) == (3, 1)
+    assert result.metrics["global_mean"]["mean"] == pytest.approx(22 / 7, rel=1e-12)
+
+
+def test_most_popular_without_exclusion_repeats_what_was_seen(tmp_path, tiny_files):
+    config = Config(evaluate=EvaluateConfig(k=2, exclude_seen=False))
+    with _open(tmp_path / "c.duckdb", config) as catalog:
+        _load(catalog, tiny_files)
+        result = evaluate(catalog)
+
+    # Both b and d now get [x, y]: b has no hit, d a hit at rank 1.
+    popular = result.metrics["most_popular"]
+    assert popular["precision"] == 0.25
+    assert popular["recall"] == 0.5
+    assert popular["ndcg"] == 0.5
+
+
+# --- what is stored -------------------------------------------------------------------
+
+
+def test_stored_rows_match_the_returned_figures(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:3])
+        result = evaluate(catalog)
+        stored = _stored(catalog, result.version)
+
+    expected = {
+        (result.model_id, system, metric): value
+        for system, figures in result.metrics.items()
+        for metric, value in figures.items()
+    }
+    assert stored == pytest.approx(expected, rel=1e-15)
+    assert {system for _, system, _ in stored} == {"model", "global_mean", "most_popular"}
+    assert result.metrics["model"]["k"] == result.k == 10
+    # The result goes to JSON as it is: no NaN, no numpy scalars.
+    assert json.loads(json.dumps(asdict(result), allow_nan=False))["version"] == 3
+
+
+def test_reevaluating_replaces_the_rows_rather_than_adding_to_them(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:3])
+        first = evaluate(catalog)
+        count = catalog.one("SELECT count(*) FROM metrics")
+        second = evaluate(catalog)
+
+        assert catalog.one("SELECT count(*) FROM metrics") == count
+        assert second.metrics == first.metrics
+        # A different delta adds its own rows beside them.
+        evaluate(catalog, model_version=1)
+        assert catalog.one("SELECT count(DISTINCT version) FROM metrics") == 2
+        assert catalog.one("SELECT count(*) FROM stages WHERE stage = 'evaluate'") == 0
+
+
+# --- the report -----------------------------------------------------------------------
+
+# Where each measured column of the report comes from in an evaluation's figures.
+REPORTED = {
+    "rmse": ("model", "rmse"),
+    "mae": ("model", "mae"),
+    "global_mean_rmse": ("global_mean", "rmse"),
+    "precision_at_k": ("model", "precision"),
+    "recall_at_k": ("model", "recall"),
+    "ndcg_at_k": ("model", "ndcg"),
+    "most_popular_ndcg_at_k": ("most_popular", "ndcg"),
+}
+
+
+def test_report_has_one_row_per_evaluated_delta(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files)
+        results = [evaluate(catalog, model_version=v) for v in (1, 3)]
+        # An older evaluation of v2 by another model is superseded by the latest one.
+        catalog.con.execute(
+            "INSERT INTO metrics VALUES (2, 999, 'model', 'rmse', 9.0, TIMESTAMP '2000-01-01')"
+        )
+        results.insert(1, evaluate(catalog, model_version=2))
+
+        written = report(catalog)
+        default_path = catalog.report_dir / "report-v4.md"
+
+    assert written.path == default_path
+    assert written.columns == list(REPORT_COLUMNS)
+    assert [row["version"] for row in written.rows] == [2, 3, 4]
+    for row, result in zip(written.rows, results, strict=True):
+        assert row["model_version"] == result.model_version
+        assert row["rows"] == result.rows
+        assert row["k"] == result.k
+        for column, (system, metric) in REPORTED.items():
+            assert row[column] == pytest.approx(result.metrics[system][metric], rel=1e-15)
+
+    text = default_path.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| v")]
+    assert len(table) == 3
+    assert table[0].startswith(f"| v2 | v1 | {results[0].rows} | 10 | ")
+    assert f"{results[0].metrics['model']['rmse']:.4f}" in table[0]
+    assert "test-then-train" in text
+    assert "Head: v4" in text
+    assert not list(default_path.parent.glob("*.tmp"))
+
+
+def test_report_goes_to_the_given_path(tmp_path, delta_files):
+    target = tmp_path / "out" / "nested" / "r.md"
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:2])
+        evaluate(catalog)
+        written = report(catalog, target)
+
+    assert written.path == target
+    assert target.read_text().count("\n| v") == 1
+
+
+def test_report_without_an_evaluation_asks_for_one(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:2])
+
+        with pytest.raises(NothingToDo, match="run 'incr evaluate' first"):
+            report(catalog)
+        assert not catalog.report_dir.exists()
