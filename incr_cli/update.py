@@ -95,16 +95,15 @@ def update(
     """Train the model on the versions after ``since`` (default: the serving model's)."""
     head = catalog.require_head()
     lineage = catalog.lineage()
-    cleaned = set(catalog.pending("update", after="clean")) | {
-        v for v in lineage if catalog.stage_done(v, "update")
-    }
+    cleaned = {v for v in lineage if catalog.stage_done(v, "clean")}
     if full:
         if since is not None:
             raise UsageError("--full retrains on all data and takes no --since; drop one")
-        if head not in cleaned:
-            raise UsageError(f"v{head} is not cleaned yet; run 'incr clean' first")
+        not_clean = [v for v in lineage if v not in cleaned]
+        if not_clean:
+            raise UsageError(f"v{not_clean[0]} is not cleaned yet; run 'incr clean' first")
         with catalog.transaction():
-            return [_fit_full(catalog, head, progress)]
+            return [_fit_full(catalog, lineage, progress)]
 
     if since is not None:
         catalog.require(since)
@@ -129,6 +128,11 @@ def update(
     if not_clean:
         raise UsageError(f"v{not_clean[0]} is not cleaned yet; run 'incr clean' first")
 
+    if base is None:
+        # No model yet: one fit on all clean data stands for every version so far.
+        with catalog.transaction():
+            return [_fit_full(catalog, lineage, progress)]
+
     results = []
     with catalog.transaction():
         for version in todo:
@@ -141,9 +145,10 @@ def update(
 def _learn_delta(
     catalog: Catalog,
     version: int,
-    base: ModelRecord | None,
+    base: ModelRecord,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[UpdateResult, ModelRecord]:
+    """Learn one clean delta, mixed with a replay sample of older ratings, from ``base``."""
     started = time.perf_counter()
     config = catalog.config
     X, y = _arrays(
@@ -152,39 +157,31 @@ def _learn_delta(
         {"v": version},
     )
     replayed = 0
-    if base is None:
-        # No model yet: this version's data is all the clean data there is.
-        model = new_model(config)
-        model.fit(X, y, on_epoch=_epochs(progress, version))
-    else:
-        model = load_model(catalog, base)
-        model.set_params(**_refreshed_params(config))
-        n_replay = int(round(config.model.replay_ratio * len(y)))
-        if n_replay:
-            older = catalog.lineage(version)[:-1]
-            Xr, yr = _arrays(
-                catalog,
-                REPLAY_SQL,
-                {"lineage": older, "seed": config.model.seed + version, "n": n_replay},
-            )
-            replayed = len(yr)
-            X, y = np.concatenate([X, Xr]), np.concatenate([y, yr])
-        model.partial_fit(X, y, on_epoch=_epochs(progress, version))
+    model = load_model(catalog, base)
+    model.set_params(**_refreshed_params(config))
+    n_replay = int(round(config.model.replay_ratio * len(y)))
+    if n_replay:
+        older = catalog.lineage(version)[:-1]
+        Xr, yr = _arrays(
+            catalog,
+            REPLAY_SQL,
+            {"lineage": older, "seed": config.model.seed + version, "n": n_replay},
+        )
+        replayed = len(yr)
+        X, y = np.concatenate([X, Xr]), np.concatenate([y, yr])
+    model.partial_fit(X, y, on_epoch=_epochs(progress, version))
     seconds = time.perf_counter() - started
     record = save_model(
         catalog,
         model,
         version=version,
         kind="incremental",
-        base_model_id=base.model_id if base else None,
+        base_model_id=base.model_id,
         seconds=seconds,
         rows_trained=len(y) - replayed,
         rows_replayed=replayed,
     )
-    details = {"model_id": record.model_id, "rows": len(y) - replayed, "replayed": replayed}
-    if catalog.stage_done(version, "update"):
-        catalog.con.execute("DELETE FROM stages WHERE version = ? AND stage = 'update'", [version])
-    catalog.record_stage(version, "update", seconds, details)
+    _record_update(catalog, version, seconds, record, len(y) - replayed, replayed)
     log.debug("learned v%d in %.3f s", version, seconds)
     return (
         UpdateResult(
@@ -220,9 +217,13 @@ def _refreshed_params(config: Config) -> dict[str, Any]:
     return {"partial_epochs": m.partial_epochs, "lr": m.lr, "reg": m.reg, "reg_bias": m.reg_bias}
 
 
-def _fit_full(catalog: Catalog, head: int, progress: Callable[[str], None] | None) -> UpdateResult:
+def _fit_full(
+    catalog: Catalog, lineage: list[int], progress: Callable[[str], None] | None
+) -> UpdateResult:
+    """Fit a new model on all clean data as of the end of ``lineage``."""
     started = time.perf_counter()
-    X, y = _arrays(catalog, AS_OF_SQL, {"lineage": catalog.lineage(head)})
+    head = lineage[-1]
+    X, y = _arrays(catalog, AS_OF_SQL, {"lineage": lineage})
     model = new_model(catalog.config)
     model.fit(X, y, on_epoch=_epochs(progress, head))
     seconds = time.perf_counter() - started
@@ -236,6 +237,10 @@ def _fit_full(catalog: Catalog, head: int, progress: Callable[[str], None] | Non
         rows_trained=len(y),
         rows_replayed=0,
     )
+    # Every version the fit covered is learned; those already learned keep their record.
+    for version in lineage:
+        if not catalog.stage_done(version, "update") or version == head:
+            _record_update(catalog, version, seconds, record, len(y), 0)
     return UpdateResult(
         head,
         "full",
@@ -247,3 +252,17 @@ def _fit_full(catalog: Catalog, head: int, progress: Callable[[str], None] | Non
         len(model.item_ids_),
         seconds,
     )
+
+
+def _record_update(
+    catalog: Catalog,
+    version: int,
+    seconds: float,
+    record: ModelRecord,
+    rows: int,
+    replayed: int,
+) -> None:
+    """Record (or replace) the update stage of ``version``."""
+    catalog.con.execute("DELETE FROM stages WHERE version = ? AND stage = 'update'", [version])
+    details = {"model_id": record.model_id, "kind": record.kind, "rows": rows, "replayed": replayed}
+    catalog.record_stage(version, "update", seconds, details)

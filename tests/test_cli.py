@@ -259,3 +259,22 @@ def test_quiet_prints_nothing_on_success(
     catalog = tmp_path / "catalog.duckdb"
     assert main(["ingest", str(SAMPLE[0]), "--catalog", str(catalog), "--quiet"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_first_update_fits_one_model_on_all_clean_versions(cli: Cli) -> None:
+    cli("ingest", str(SAMPLE[0]), str(SAMPLE[1]))
+    cli("clean")
+    result, _ = cli("update")
+    assert [(r["version"], r["kind"], r["rows_trained"]) for r in result] == [(2, "full", 30_000)]
+    log, _ = cli("log")
+    assert [v["stages"] for v in log] == [["ingest", "clean", "update"]] * 2
+    _, err = cli("update", expect=5)
+    assert "up to date with v2" in err
+
+
+def test_update_refuses_a_version_not_yet_cleaned(cycled: Cli) -> None:
+    cycled("ingest", str(SAMPLE[3]))
+    before = cycled.tables()
+    _, err = cycled("update", expect=2)
+    assert "v4 is not cleaned yet; run 'incr clean' first" in err
+    assert cycled.tables() == before

@@ -31,10 +31,12 @@ def _open(path: Path, config: Config | None = None):
 
 
 def _load(catalog: Catalog, files: list[Path], *, train: bool = True) -> None:
-    ingest.ingest_files(catalog, files)
-    clean.clean_pending(catalog)
-    if train:
-        update.update(catalog)
+    """Ingest and clean each file in turn, learning it when ``train``, as cron would."""
+    for path in files:
+        ingest.ingest_files(catalog, [path])
+        clean.clean_pending(catalog)
+        if train:
+            update.update(catalog)
 
 
 def _csv(path: Path) -> np.ndarray:
