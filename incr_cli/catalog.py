@@ -303,7 +303,8 @@ def open_catalog(
     """Open (and with ``create``, make) the catalog, holding its lock while in use.
 
     Readers take the same lock as writers for as long as they read, so that they always
-    see a committed state and never meet DuckDB's own single-writer refusal.
+    see a committed state and never meet DuckDB's own single-writer refusal; without an
+    explicit ``wait`` a reader waits for the writer to finish, however long it takes.
     """
     create = write if create is None else create
     if not path.exists() and not create:
@@ -313,7 +314,10 @@ def open_catalog(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = _Lock(path, invocation.command)
-    lock.acquire(config.runtime.wait_seconds if wait is None else wait)
+    if wait is None:
+        # A reader waits for as long as the writer takes: it must never fail for that.
+        wait = config.runtime.wait_seconds if write else -1
+    lock.acquire(wait)
     try:
         started = time.perf_counter()
         try:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from . import __version__
-from .commands import data, history, model
+from .commands import data, history, integrity, model
 from .errors import ExitCode, IncrError
 
 app = typer.Typer(
@@ -36,6 +36,8 @@ app.command()(model.evaluate)
 app.command()(history.rollback)
 app.command()(history.log)
 app.command()(history.status)
+app.command()(integrity.verify)
+app.command()(integrity.gc)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,129 @@
+"""verify finds each broken invariant and names its repair; gc keeps the head's lineage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from incr_cli.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = sorted((ROOT / "sample_data").glob("delta-*.csv"))
+
+
+def incr(catalog: Path, *args: str) -> int:
+    return main([*args, "--catalog", str(catalog), "--quiet"])
+
+
+@pytest.fixture
+def branched(tmp_path: Path) -> Path:
+    """v1-v2-v3, rolled back to v1, then v4 on a new branch: v2 and v3 are off the lineage."""
+    catalog = tmp_path / "c" / "catalog.duckdb"
+    for path in SAMPLE[:3]:
+        for args in (("ingest", str(path)), ("clean",), ("update",)):
+            assert incr(catalog, *args) == 0
+    assert incr(catalog, "rollback", "--to", "v1") == 0
+    for args in (("ingest", str(SAMPLE[3])), ("clean",), ("update",)):
+        assert incr(catalog, *args) == 0
+    return catalog
+
+
+def verify_json(catalog: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = main(["verify", "--catalog", str(catalog), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def sql(catalog: Path, statement: str) -> None:
+    with duckdb.connect(str(catalog)) as con:
+        con.execute(statement)
+
+
+def test_a_sound_catalog_verifies(branched: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, result = verify_json(branched, capsys)
+    assert code == 0
+    assert result["ok"] is True
+    assert result["versions"] == 4 and result["models_checked"] == 4
+
+
+def test_a_lost_row_is_reported_with_its_version(
+    branched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(branched, "DELETE FROM ratings_raw WHERE rowid IN (SELECT min(rowid) FROM ratings_raw)")
+    code, result = verify_json(branched, capsys)
+    assert code == 7
+    assert [(p["check"], p["version"]) for p in result["problems"]] == [("rows", 1)]
+    assert "records 25000 accepted rows but holds 24999" in result["problems"][0]["message"]
+
+
+def test_a_changed_model_file_is_reported(
+    branched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = next((branched.parent / "models").glob("v2-*.joblib"))
+    model.write_bytes(model.read_bytes()[:-1])
+    code, result = verify_json(branched, capsys)
+    assert code == 7
+    [problem] = result["problems"]
+    assert problem["check"] == "model file" and problem["version"] == 2
+    assert "does not match its recorded sha256" in problem["message"]
+
+
+def test_a_missing_parent_and_a_dangling_head_are_reported(
+    branched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(branched, "UPDATE versions SET parent = 40 WHERE version = 3")
+    sql(branched, "UPDATE meta SET value = '99' WHERE key = 'head'")
+    code, result = verify_json(branched, capsys)
+    assert code == 7
+    assert {(p["check"], p["version"]) for p in result["problems"]} == {
+        ("parent", 3),
+        ("head", 99),
+    }
+    assert all(p["repair"] for p in result["problems"])
+
+
+def test_an_unreferenced_file_is_listed_but_not_a_failure(
+    branched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (branched.parent / "models" / "left-by-a-crash.tmp").write_bytes(b"partial")
+    code, result = verify_json(branched, capsys)
+    assert code == 0
+    assert result["unreferenced_files"] == ["left-by-a-crash.tmp"]
+
+
+def test_gc_removes_rolled_back_versions_and_stray_files(
+    branched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = branched.parent / "models"
+    (models / "left-by-a-crash.tmp").write_bytes(b"partial")
+    capsys.readouterr()
+    assert main(["gc", "--keep", "0", "--catalog", str(branched), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["removed_versions"] == [2, 3]
+    assert sorted(p.name for p in models.iterdir()) == sorted(
+        ["v1-full-m1.joblib", "v4-incremental-m4.joblib"]
+    )
+    with duckdb.connect(str(branched), read_only=True) as con:
+        for table in ("versions", "ratings_raw", "ratings_clean", "models", "stages"):
+            left = con.execute(f"SELECT DISTINCT version FROM {table} ORDER BY 1").fetchall()
+            assert left == [(1,), (4,)], table
+    code, result = verify_json(branched, capsys)
+    assert code == 0 and result["unreferenced_files"] == []
+
+
+def test_gc_keeps_the_newest_rolled_back_versions_with_their_ancestors(
+    branched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Keeping v3 means keeping v2, its parent: a kept version never loses its lineage.
+    assert incr(branched, "gc", "--keep", "1") == 5
+    capsys.readouterr()
+    assert main(["gc", "--keep", "0", "--catalog", str(branched), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed_versions"] == [2, 3]
+    # After gc the numbers of removed versions are still never reused.
+    assert incr(branched, "ingest", str(SAMPLE[4])) == 0
+    capsys.readouterr()
+    assert main(["log", "--catalog", str(branched), "--json"]) == 0
+    assert [v["version"] for v in json.loads(capsys.readouterr().out)] == [1, 4, 5]
