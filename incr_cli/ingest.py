@@ -3,6 +3,9 @@
 The file is read by DuckDB (never row by row in Python): every field as text first, so
 that a bad value becomes a quarantined row with its line number and reason instead of a
 failed load. Rows DuckDB cannot split into the expected columns are quarantined too.
+
+Timestamps are stored in UTC without a zone: a value that names its zone or offset is
+converted, a value without one is taken to be UTC already.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -58,6 +64,23 @@ ALIASES = {
 }
 
 SNIFF_BYTES = 64 * 1024
+SNIFF_LINES = 50
+SCAN_BYTES = 1 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
+
+# A newline followed by another one (LF or CRLF) ends the line before an empty line.
+_BEFORE_EMPTY_LINE = re.compile(rb"\n(?=\r?\n)")
+
+# What each kind of row DuckDB could not split is reported as; {n} is the expected count.
+# Temporary tables of one file's load, in the catalog's connection.
+LOAD_TABLES = ("staging", "checked", "incr_load_rejects", "incr_load_scans")
+
+SPLIT_ERRORS = {
+    "TOO MANY COLUMNS": "row has more fields than the {n} expected",
+    "MISSING COLUMNS": "row has fewer fields than the {n} expected",
+    "UNQUOTED VALUE": "row has a stray or unclosed quote",
+    "INVALID ENCODING": "row is not valid {encoding}",
+}
 
 
 @dataclass(frozen=True)
@@ -70,8 +93,56 @@ class Layout:
     positions: dict[str, int | None]  # 0-based column of each field, None if absent
 
 
+@dataclass(frozen=True)
+class FileScan:
+    """What one pass over a file's bytes finds.
+
+    Attributes
+    ----------
+    sha256
+        Hex digest of the whole file.
+    size
+        Length in bytes.
+    lines
+        Number of lines, the last one counted whether or not a newline ends it.
+    empty_lines
+        1-based numbers of the lines that hold nothing (not even a space). DuckDB skips
+        them without a trace, so they must be known to number the rows it returns.
+    """
+
+    sha256: str
+    size: int
+    lines: int
+    empty_lines: tuple[int, ...]
+
+    @property
+    def leading_empty_lines(self) -> int:
+        """How many empty lines come before the first line that holds anything."""
+        count = 0
+        while count < len(self.empty_lines) and self.empty_lines[count] == count + 1:
+            count += 1
+        return count
+
+
 @dataclass
 class FileResult:
+    """What ingesting one file did.
+
+    Attributes
+    ----------
+    path
+        The file as given.
+    version
+        The version it became, or None when it was skipped.
+    rows_read, rows_accepted, rows_rejected
+        Rows found (the header and empty lines aside), kept in ``ratings_raw`` and
+        quarantined in ``rejects``.
+    reasons
+        Rejected rows per reason, the bad value left out, most frequent first.
+    skipped
+        Why the file was not ingested, or None.
+    """
+
     path: str
     version: int | None
     rows_read: int
@@ -82,11 +153,62 @@ class FileResult:
 
 
 def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return scan_file(path).sha256
+
+
+def scan_file(path: Path, *, chunk_size: int = SCAN_BYTES) -> FileScan:
+    """Hash a file and find its empty lines, in one pass of bounded memory.
+
+    Lines end with LF or CRLF. A UTF-8 byte order mark before the first line is ignored
+    when looking for empty lines, as DuckDB ignores it. The file is read ``chunk_size``
+    bytes at a time (at least 3, so that the first chunk holds the whole mark).
+
+    NOTE: an empty line inside a quoted value is counted too; DuckDB's numbering is off
+    there in any case (it counts a quoted value that spans lines as one line).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "f.csv"
+    ...     _ = path.write_bytes(b"\\r\\nu,i,r\\r\\n1,2,3\\r\\n\\r\\n4,5,6\\r\\n")
+    ...     scan_file(path).empty_lines
+    (1, 4)
+    """
     digest = hashlib.sha256()
+    size = 0
+    empty: list[int] = []
+    # A virtual newline before the first byte lets an empty first line be found like any
+    # other; it is newline number 0, so the count of newlines before `tail` starts at -1.
+    tail = b"\n"
+    newlines_before_tail = -1
+    first = True
     with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
+        while chunk := handle.read(max(chunk_size, len(UTF8_BOM))):
             digest.update(chunk)
-    return digest.hexdigest()
+            size += len(chunk)
+            if first:
+                chunk = chunk.removeprefix(UTF8_BOM)
+                first = False
+            buffer = tail + chunk
+
+            # The line after the n-th newline is line n + 1. A match lying wholly inside
+            # the tail was found in the previous buffer already.
+            counted_to, newlines = 0, newlines_before_tail
+            for match in _BEFORE_EMPTY_LINE.finditer(buffer):
+                end = match.start() + (2 if buffer[match.start() + 1] == 0x0A else 3)
+                newlines += buffer.count(b"\n", counted_to, match.start() + 1)
+                counted_to = match.start() + 1
+                if end > len(tail):
+                    empty.append(newlines + 1)
+
+            # Keep two bytes: enough for a newline whose following "\r\n" is yet to come.
+            newlines_before_tail += buffer.count(b"\n") - buffer[-2:].count(b"\n")
+            tail = buffer[-2:]
+    newlines = newlines_before_tail + tail.count(b"\n")
+    lines = newlines + (0 if tail.endswith(b"\n") else 1)
+    return FileScan(digest.hexdigest(), size, lines, tuple(empty))
 
 
 def _normalise(name: str) -> str:
@@ -100,7 +222,8 @@ def _first_lines(path: Path, encoding: str) -> list[str]:
     lines = text.splitlines()
     if len(sample) == SNIFF_BYTES and len(lines) > 1:
         lines = lines[:-1]  # the last line may be cut short
-    return [line for line in lines if line.strip()]
+    # Only empty lines are dropped, as DuckDB drops them; a line of spaces is a row.
+    return [line for line in lines if line]
 
 
 def _is_number(text: str) -> bool:
@@ -116,22 +239,25 @@ def detect_layout(path: Path, config: IngestConfig) -> Layout:
 
     Configured values win; otherwise the delimiter is sniffed from the first lines, a
     header is assumed when its first row names a known field or holds no number, and a
-    file without a header is read as user, item, rating[, timestamp].
+    file without a header is read as user, item, rating[, timestamp]. A header sets the
+    number of columns; without one it is the most common count among the first lines, so
+    that one malformed first row does not decide how the whole file is split.
     """
     lines = _first_lines(path, config.encoding)
     if not lines:
         raise BadInput(path, "the file is empty; nothing to ingest")
 
+    delimiter: str
     if config.delimiter != "auto":
         delimiter = config.delimiter
     else:
         try:
-            sample = "\n".join(lines[:50])
+            sample = "\n".join(lines[:SNIFF_LINES])
             delimiter = csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
         except csv.Error:
             delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    first = next(csv.reader([lines[0]], delimiter=delimiter))
-    n_columns = len(first)
+    rows = list(csv.reader(lines[:SNIFF_LINES], delimiter=delimiter))
+    first = rows[0]
 
     if config.header != "auto":
         header = bool(config.header)
@@ -141,6 +267,9 @@ def detect_layout(path: Path, config: IngestConfig) -> Layout:
             _is_number(name) for name in first
         )
 
+    # Counter keeps first-seen order, so a tie goes to the count seen first.
+    counts = Counter(len(row) for row in rows)
+    n_columns = len(first) if header else counts.most_common(1)[0][0]
     positions = _map_columns(path, config.columns, first if header else None, n_columns)
     return Layout(delimiter, header, n_columns, positions)
 
@@ -196,59 +325,108 @@ def _map_columns(
 
 
 def _timestamp_sql(config: IngestConfig) -> str:
-    """SQL turning the text column ``ts_raw`` into a TIMESTAMP, NULL when unreadable."""
+    """SQL turning the text column ``ts_raw`` into a UTC TIMESTAMP, NULL when unreadable.
+
+    The SQL must run with the session's ``TimeZone`` set to UTC (see :func:`_utc_session`):
+    text with a zone is read as TIMESTAMPTZ and turned into UTC, text without one is read
+    in the session's zone, that is as UTC.
+    """
     seconds = "TRY_CAST(ts_raw AS DOUBLE)"
     # Epoch numbers are kept within years 1677-2262 so that microseconds fit in BIGINT.
     epoch = "CASE WHEN abs({s}) < 9.2e9 THEN make_timestamp(CAST({s} * 1e6 AS BIGINT)) END"
+    # NOTE: a plain cast to TIMESTAMP would drop an offset such as +02:00 instead of
+    # applying it.
+    text = "CAST(TRY_CAST(ts_raw AS TIMESTAMPTZ) AS TIMESTAMP)"
     fmt = config.timestamp_format
     if fmt == "unix":
         return epoch.format(s=seconds)
     if fmt == "unix_ms":
         return epoch.format(s=f"({seconds} / 1000)")
     if fmt == "auto":
-        return (
-            f"CASE WHEN {seconds} IS NOT NULL THEN {epoch.format(s=seconds)} "
-            "ELSE TRY_CAST(ts_raw AS TIMESTAMP) END"
-        )
-    return "try_strptime(ts_raw, $fmt)"
+        return f"CASE WHEN {seconds} IS NOT NULL THEN {epoch.format(s=seconds)} ELSE {text} END"
+    # strptime gives a TIMESTAMPTZ when the format has %z or %Z, else a TIMESTAMP.
+    return "CAST(try_strptime(ts_raw, $fmt) AS TIMESTAMP)"
 
 
+@contextmanager
+def _utc_session(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run with the session's ``TimeZone`` at UTC, then put the previous zone back."""
+    try:
+        previous = con.execute("SELECT current_setting('TimeZone')").fetchone()
+    except duckdb.Error:  # pragma: no cover - without ICU every zone is UTC already
+        yield
+        return
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        yield
+    finally:
+        con.execute("SET TimeZone = ?", [previous[0] if previous else "UTC"])
+
+
+# The rows of a file, typed and checked. Staged rows carry no line number, so it is
+# rebuilt: the lines that give no staged row (the header, empty lines, rows DuckDB could
+# not split) are counted off in order. The k-th such line, at line L, has L - k staged
+# rows before it, so the staged row at 0-based position rn lies after the largest k whose
+# L - k <= rn, at line rn + 1 + k. Several lines in a row share one L - k; the largest k
+# of each group is the one that counts.
 VALIDATE_SQL = """
 CREATE TEMP TABLE checked AS
-WITH bad AS (
-    SELECT line, row_number() OVER (ORDER BY line) AS k,
-           line - $header_lines - row_number() OVER (ORDER BY line) AS valid_before
-    FROM (SELECT DISTINCT line FROM incr_load_rejects)
+WITH skipped AS (
+    SELECT line, row_number() OVER (ORDER BY line) AS k
+    FROM (
+        SELECT line FROM incr_load_rejects
+        UNION
+        SELECT unnest(CAST($skipped AS BIGINT[]))
+    )
+),
+gaps AS (
+    SELECT line - k AS rows_before, max(k) AS k FROM skipped GROUP BY line - k
 ),
 numbered AS (
-    SELECT s.*, s.rn + 1 + $header_lines + coalesce(bad.k, 0) AS line
+    SELECT s.*, s.rn + 1 + coalesce(gaps.k, 0) AS line
     FROM (SELECT rowid - (SELECT min(rowid) FROM staging) AS rn, * FROM staging) s
-    ASOF LEFT JOIN bad ON s.rn >= bad.valid_before
+    ASOF LEFT JOIN gaps ON s.rn >= gaps.rows_before
+),
+fields AS (
+    SELECT line, {raw_sql} AS raw,
+           nullif(trim({user}), '') AS user_id,
+           nullif(trim({item}), '') AS item_id,
+           nullif(trim({rating}), '') AS rating_raw,
+           nullif(trim({ts}), '') AS ts_raw
+    FROM numbered
 ),
 typed AS (
-    SELECT line, raw,
-           nullif(trim(user_raw), '') AS user_id,
-           nullif(trim(item_raw), '') AS item_id,
-           nullif(trim(rating_raw), '') AS rating_raw,
-           TRY_CAST(nullif(trim(rating_raw), '') AS DOUBLE) AS rating,
-           nullif(trim(ts_raw), '') AS ts_raw,
-           {ts_sql} AS ts
-    FROM (SELECT line, {raw_sql} AS raw, {user} AS user_raw, {item} AS item_raw,
-                 {rating} AS rating_raw, {ts} AS ts_raw FROM numbered)
+    SELECT *, TRY_CAST(rating_raw AS DOUBLE) AS rating, {ts_sql} AS ts FROM fields
+),
+judged AS (
+    SELECT *,
+        CASE
+            WHEN user_id IS NULL THEN 'user id is missing'
+            WHEN item_id IS NULL THEN 'item id is missing'
+            WHEN rating_raw IS NULL THEN 'rating is missing'
+            WHEN rating IS NULL OR isnan(rating) OR isinf(rating)
+                THEN 'rating is not a number: ' || rating_raw
+            WHEN rating < $rmin OR rating > $rmax
+                THEN 'rating is outside ' || $range || ': ' || rating_raw
+            WHEN ts IS NULL AND ts_raw IS NULL THEN 'timestamp is missing'
+            WHEN ts IS NULL THEN 'timestamp cannot be read: ' || ts_raw
+        END AS reason
+    FROM typed
 )
-SELECT line, raw, user_id, item_id, rating, ts,
-    CASE
-        WHEN user_id IS NULL THEN 'user id is missing'
-        WHEN item_id IS NULL THEN 'item id is missing'
-        WHEN rating_raw IS NULL THEN 'rating is missing'
-        WHEN rating IS NULL OR isnan(rating) OR isinf(rating)
-            THEN 'rating is not a number: ' || rating_raw
-        WHEN rating < $rmin OR rating > $rmax
-            THEN 'rating ' || rating_raw || ' is outside [' || $rmin || ', ' || $rmax || ']'
-        WHEN ts IS NULL AND ts_raw IS NULL THEN 'timestamp is missing'
-        WHEN ts IS NULL THEN 'timestamp cannot be read: ' || ts_raw
-    END AS reason
-FROM typed
+-- The row as text is only needed for the rejects, so only they keep it.
+SELECT line, user_id, item_id, rating, ts, reason,
+       CASE WHEN reason IS NOT NULL THEN raw END AS raw
+FROM judged
+"""
+
+# One reject per line DuckDB could not split; a line has one record per missing column.
+SPLIT_REJECTS_SQL = """
+INSERT INTO rejects
+SELECT $version, line,
+       CASE arg_min(error_type, column_idx) {cases}
+            ELSE 'row cannot be read: ' || lower(arg_min(error_type, column_idx)) END,
+       trim(arg_min(csv_line, column_idx), chr(13) || chr(10))
+FROM incr_load_rejects GROUP BY line
 """
 
 
@@ -257,17 +435,20 @@ def _load(
     path: Path,
     layout: Layout,
     config: IngestConfig,
+    scan: FileScan,
     ingest_time: str,
 ) -> None:
     """Stage the file's rows as text, then type and check every row in SQL."""
-    for table in ("staging", "checked", "incr_load_rejects", "incr_load_scans"):
-        con.execute(f"DROP TABLE IF EXISTS {table}")
+    _drop_load_tables(con)
     names = {f"c{i}": "VARCHAR" for i in range(layout.n_columns)}
+    # NOTE: DuckDB would take an empty first line for the header, so leading empty lines
+    # are skipped; its line numbers still count them.
+    leading = scan.leading_empty_lines
     try:
         con.execute(
             """
             CREATE TEMP TABLE staging AS SELECT * FROM read_csv(
-                $path, delim = $delim, header = $header, columns = $columns,
+                $path, delim = $delim, header = $header, columns = $columns, skip = $skip,
                 quote = '"', escape = '"', auto_detect = false, encoding = $encoding,
                 store_rejects = true, rejects_table = 'incr_load_rejects',
                 rejects_scan = 'incr_load_scans')
@@ -277,6 +458,7 @@ def _load(
                 "delim": layout.delimiter,
                 "header": layout.header,
                 "columns": names,
+                "skip": leading,
                 "encoding": config.encoding,
             },
         )
@@ -288,11 +470,16 @@ def _load(
         position = layout.positions[field]
         return "NULL" if position is None else f"c{position}"
 
+    skipped = list(scan.empty_lines)
+    if layout.header:
+        skipped.append(leading + 1)
     timestamp = col("timestamp")
     params: dict[str, object] = {
-        "header_lines": int(layout.header),
+        "skipped": skipped,
         "rmin": config.rating_min,
         "rmax": config.rating_max,
+        "range": f"[{config.rating_min:g}, {config.rating_max:g}]",
+        "delim": layout.delimiter,
     }
     ts_sql = _timestamp_sql(config)
     if "$fmt" in ts_sql:
@@ -310,8 +497,28 @@ def _load(
         rating=col("rating"),
         ts=timestamp,
     )
-    params["delim"] = layout.delimiter
-    con.execute(sql, params)
+    with _utc_session(con):
+        con.execute(sql, params)
+
+
+def _drop_load_tables(con: duckdb.DuckDBPyConnection) -> None:
+    # The temporary tables hold a whole file; they go as soon as it is stored.
+    for table in LOAD_TABLES:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _insert_split_rejects(
+    con: duckdb.DuckDBPyConnection, version: int, layout: Layout, config: IngestConfig
+) -> None:
+    """Quarantine the lines DuckDB could not split, one reject per line."""
+    params: dict[str, object] = {"version": version}
+    cases = []
+    # Error kinds and reasons are bound; only their placeholders are written into the SQL.
+    for i, (kind, text) in enumerate(SPLIT_ERRORS.items()):
+        params[f"kind{i}"] = kind
+        params[f"reason{i}"] = text.format(n=layout.n_columns, encoding=config.encoding)
+        cases.append(f"WHEN $kind{i} THEN $reason{i}")
+    con.execute(SPLIT_REJECTS_SQL.format(cases=" ".join(cases)), params)
 
 
 def ingest_files(
@@ -325,6 +532,28 @@ def ingest_files(
     header but no rows, are skipped with the reason; if every file is skipped the command
     has nothing to do. A file that cannot be read at all stops the command and nothing is
     ingested.
+
+    Parameters
+    ----------
+    catalog
+        A catalog open for writing; each new version becomes the head in turn.
+    paths
+        CSV or TSV files, oldest first.
+    progress
+        Called with each path before it is read.
+
+    Returns
+    -------
+    list of FileResult
+        One per path, in order.
+
+    Raises
+    ------
+    BadInput
+        If a file is missing, empty, cannot be split into fields, lacks a required
+        column, or holds no valid row. The catalog is left as it was.
+    NothingToDo
+        If every file was skipped.
     """
     config = catalog.config.ingest
     for path in paths:
@@ -346,12 +575,14 @@ def ingest_files(
 
 def _ingest_one(catalog: Catalog, path: Path, config: IngestConfig) -> FileResult:
     started = time.perf_counter()
-    digest = sha256_of(path)
+    scan = scan_file(path)
     lineage = catalog.lineage()
+    # Only the head's lineage counts: a file held by rolled-back versions alone comes in
+    # again as a version of the new branch.
     held = catalog.one(
         "SELECT version FROM versions WHERE source_sha256 = ? AND list_contains(?, version)"
         " ORDER BY version LIMIT 1",
-        [digest, lineage],
+        [scan.sha256, lineage],
     )
     if held is not None:
         return FileResult(str(path), None, 0, 0, 0, {}, f"is already held by v{held}")
@@ -359,14 +590,33 @@ def _ingest_one(catalog: Catalog, path: Path, config: IngestConfig) -> FileResul
     layout = detect_layout(path, config)
     ingest_time = now()
     con = catalog.con
-    _load(con, path, layout, config, ingest_time.isoformat())
+    _load(con, path, layout, config, scan, ingest_time.isoformat())
 
     malformed = catalog.one("SELECT count(DISTINCT line) FROM incr_load_rejects")
     valid = catalog.one("SELECT count(*) FROM checked WHERE reason IS NULL")
     invalid = catalog.one("SELECT count(*) FROM checked WHERE reason IS NOT NULL")
     read = valid + invalid + malformed
+    expected = scan.lines - len(scan.empty_lines) - int(layout.header)
+    if read == 0 and expected > 0:
+        # NOTE: DuckDB can return nothing, without an error, for a file whose lines end
+        # in both LF and CRLF.
+        raise BadInput(
+            path,
+            f"no row could be read from its {scan.lines} lines; check that every line "
+            "ends the same way (LF or CRLF)",
+        )
     if read == 0:
+        _drop_load_tables(con)
         return FileResult(str(path), None, 0, 0, 0, {}, "holds a header but no rows")
+    if read != expected:
+        log.warning(
+            "%s: %d rows read from %d lines that should hold %d; a quoted value spans "
+            "lines or a quote is unclosed, so line numbers after it may be off",
+            path,
+            read,
+            scan.lines,
+            expected,
+        )
     if valid == 0:
         top = catalog.one(
             "SELECT reason FROM checked WHERE reason IS NOT NULL GROUP BY reason "
@@ -388,22 +638,12 @@ def _ingest_one(catalog: Catalog, path: Path, config: IngestConfig) -> FileResul
         "INSERT INTO rejects SELECT ?, line, reason, raw FROM checked WHERE reason IS NOT NULL",
         [version],
     )
-    con.execute(
-        """
-        INSERT INTO rejects
-        SELECT ?, line,
-               'row has ' || CASE WHEN first(error_type) = 'TOO MANY COLUMNS'
-                   THEN 'more' ELSE 'fewer' END || ' fields than the header ('
-                   || ? || ')',
-               first(csv_line)
-        FROM incr_load_rejects GROUP BY line
-        """,
-        [version, layout.n_columns],
-    )
+    _insert_split_rejects(con, version, layout, config)
+    # Reasons are counted without the bad value that follows their colon.
     reasons = dict(
         catalog.rows(
             "SELECT regexp_replace(reason, ':.*$', ''), count(*) FROM rejects "
-            "WHERE version = ? GROUP BY 1 ORDER BY 2 DESC",
+            "WHERE version = ? GROUP BY 1 ORDER BY 2 DESC, 1",
             [version],
         )
     )
@@ -417,8 +657,8 @@ def _ingest_one(catalog: Catalog, path: Path, config: IngestConfig) -> FileResul
             catalog.invocation.command,
             catalog.invocation.args_json,
             str(path.resolve()),
-            path.stat().st_size,
-            digest,
+            scan.size,
+            scan.sha256,
             read,
             valid,
             rejected,
@@ -426,6 +666,7 @@ def _ingest_one(catalog: Catalog, path: Path, config: IngestConfig) -> FileResul
         ],
     )
     catalog.move_head(version)
+    _drop_load_tables(con)
     seconds = time.perf_counter() - started
     details = {"layout": asdict(layout), "reasons": reasons}
     catalog.record_stage(version, "ingest", seconds, details)
