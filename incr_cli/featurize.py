@@ -58,6 +58,8 @@ QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY version DESC) = 1
 
 @dataclass
 class FeaturizeResult:
+    """Users and items one version gave a new feature row, and how many its lineage holds."""
+
     version: int
     users_updated: int
     items_updated: int
@@ -68,7 +70,28 @@ class FeaturizeResult:
 def featurize_pending(
     catalog: Catalog, progress: Callable[[str], None] | None = None
 ) -> list[FeaturizeResult]:
-    """Featurize every cleaned version on the head's lineage, oldest first."""
+    """Featurize every cleaned version on the head's lineage, oldest first.
+
+    Every clean row counts: a user who rates an item again in a later delta adds a
+    second rating to both totals.
+
+    Parameters
+    ----------
+    catalog
+        A catalog open for writing.
+    progress
+        Called with each version's name before it is featurized.
+
+    Returns
+    -------
+    list of FeaturizeResult
+        One per version featurized, oldest first.
+
+    Raises
+    ------
+    NothingToDo
+        If no cleaned version waits for features.
+    """
     pending = catalog.pending("featurize", after="clean")
     if not pending:
         raise NothingToDo("no cleaned version waits for features; run 'incr clean' first")
@@ -104,7 +127,30 @@ def _featurize_one(catalog: Catalog, version: int) -> FeaturizeResult:
 
 
 def features_as_of(catalog: Catalog, entity: str, version: int) -> list[tuple]:
-    """The feature rows (id, n, mean, variance, first_ts, last_ts) as of ``version``."""
+    """The features of every user (or item) on the lineage of ``version``.
+
+    Parameters
+    ----------
+    catalog
+        An open catalog.
+    entity
+        ``"user"`` or ``"item"``.
+    version
+        The version whose lineage counts.
+
+    Returns
+    -------
+    list of tuple
+        ``(id, n, mean, variance, first_ts, last_ts)`` sorted by id; the variance is the
+        population variance of the ratings.
+
+    Raises
+    ------
+    ValueError
+        If ``entity`` is neither ``"user"`` nor ``"item"``.
+    """
+    if entity not in ENTITIES:
+        raise ValueError(f"entity must be one of {sorted(ENTITIES)}, got {entity!r}")
     table, key = ENTITIES[entity]
     return catalog.rows(
         AS_OF_SQL.format(table=table, key=key) + " ORDER BY id",
