@@ -15,7 +15,8 @@ from incr_cli.artifacts import load_model, serving_model
 from incr_cli.catalog import Catalog, Invocation, open_catalog
 from incr_cli.config import Config, EvaluateConfig
 from incr_cli.errors import NothingToDo, UsageError, VersionNotFound
-from incr_cli.evaluate import REPORT_COLUMNS, evaluate, report
+from incr_cli.evaluate import evaluate
+from incr_cli.report import REPORT_COLUMNS, report
 from incr_cli.synthetic import write_deltas
 
 N_DELTAS = 4

@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from ..catalog import parse_version
-from ..evaluate import REPORT_COLUMNS
 from ..evaluate import evaluate as evaluate_model
-from ..evaluate import report as write_report
+from ..report import REPORT_COLUMNS
+from ..report import report as write_report
 from ..update import update as update_model
 from ._common import (
     CatalogOpt,
