@@ -82,6 +82,16 @@ SPLIT_ERRORS = {
     "INVALID ENCODING": "row is not valid {encoding}",
 }
 
+# Leading bytes of compressed files; DuckDB would read some of them, but the layout
+# detection and the line numbers need the text itself.
+COMPRESSED = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"PK\x03\x04": "zip",
+}
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -211,6 +221,12 @@ def scan_file(path: Path, *, chunk_size: int = SCAN_BYTES) -> FileScan:
     return FileScan(digest.hexdigest(), size, lines, tuple(empty))
 
 
+def _shown(name: str) -> str:
+    """A header name fit for a one-line message: control bytes escaped, length bounded."""
+    text = name if name.isprintable() else ascii(name)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _normalise(name: str) -> str:
     return "".join(ch for ch in name.strip().lower() if ch not in "_- ")
 
@@ -299,8 +315,8 @@ def _map_columns(
             if _normalise(ref) not in normalised:
                 raise BadInput(
                     path,
-                    f"has no column {ref!r} for {field} (columns: {', '.join(names)}); "
-                    "fix ingest.columns in the config",
+                    f"has no column {ref!r} for {field} "
+                    f"(columns: {', '.join(map(_shown, names))}); fix ingest.columns in the config",
                 )
             positions[field] = normalised.index(_normalise(ref))
         elif names is not None:
@@ -312,7 +328,7 @@ def _map_columns(
 
     missing = [field for field in REQUIRED if positions[field] is None]
     if missing:
-        found = ", ".join(names) if names else f"{n_columns} unnamed columns"
+        found = ", ".join(map(_shown, names)) if names else f"{n_columns} unnamed columns"
         raise BadInput(
             path,
             f"cannot find the {' and '.join(missing)} column ({found}); "
@@ -501,6 +517,17 @@ def _load(
         con.execute(sql, params)
 
 
+def _hint(reason: str | None) -> str:
+    """What to change when no row of a file passed, judged by its most common reason."""
+    reason = reason or ""
+    if reason.startswith("timestamp"):
+        # Milliseconds since the epoch are the usual case: auto reads only seconds.
+        return "set ingest.timestamp_format in the config (unix, unix_ms or a strptime format)"
+    if reason.startswith("rating is outside"):
+        return "set ingest.rating_min and ingest.rating_max in the config"
+    return "check the delimiter and ingest.columns in the config"
+
+
 def _drop_load_tables(con: duckdb.DuckDBPyConnection) -> None:
     # The temporary tables hold a whole file; they go as soon as it is stored.
     for table in LOAD_TABLES:
@@ -519,6 +546,39 @@ def _insert_split_rejects(
         params[f"reason{i}"] = text.format(n=layout.n_columns, encoding=config.encoding)
         cases.append(f"WHEN $kind{i} THEN $reason{i}")
     con.execute(SPLIT_REJECTS_SQL.format(cases=" ".join(cases)), params)
+
+
+def check_readable(path: Path) -> None:
+    """Refuse a path that is not a readable file of delimited text, before any work.
+
+    Raises
+    ------
+    BadInput
+        If the path is missing, a directory or not a regular file, cannot be opened,
+        is compressed, or holds NUL bytes (binary data, or text in UTF-16).
+    """
+    if not path.exists():
+        raise BadInput(path, "no such file; check the path")
+    if path.is_dir():
+        raise BadInput(path, "is a directory; give the files inside it")
+    if not path.is_file():
+        raise BadInput(path, "is not a regular file; give a CSV or TSV file")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise BadInput(
+            path, f"cannot be read: {exc.strerror or exc}; check its permissions"
+        ) from exc
+    for magic, kind in COMPRESSED.items():
+        if head.startswith(magic):
+            raise BadInput(path, f"is {kind}-compressed; decompress it and ingest the result")
+    if b"\x00" in head:
+        raise BadInput(
+            path,
+            f"holds a NUL byte (at offset {head.index(0)}), so it is binary data or text in "
+            "UTF-16, not delimited text; save it as UTF-8 or Latin-1 text",
+        )
 
 
 def ingest_files(
@@ -550,15 +610,15 @@ def ingest_files(
     Raises
     ------
     BadInput
-        If a file is missing, empty, cannot be split into fields, lacks a required
-        column, or holds no valid row. The catalog is left as it was.
+        If a file is missing, a directory, unreadable, compressed, binary, empty, cannot
+        be split into fields, lacks a required column, or holds no valid row. The catalog
+        is left as it was.
     NothingToDo
         If every file was skipped.
     """
     config = catalog.config.ingest
     for path in paths:
-        if not path.is_file():
-            raise BadInput(path, "no such file; check the path")
+        check_readable(path)
 
     results: list[FileResult] = []
     with catalog.transaction():
@@ -622,11 +682,7 @@ def _ingest_one(catalog: Catalog, path: Path, config: IngestConfig) -> FileResul
             "SELECT reason FROM checked WHERE reason IS NOT NULL GROUP BY reason "
             "ORDER BY count(*) DESC LIMIT 1"
         ) or catalog.one("SELECT first(error_message) FROM incr_load_rejects")
-        raise BadInput(
-            path,
-            f"no row passed validation ({read} read; e.g. {top}); "
-            "check the delimiter and ingest.columns in the config",
-        )
+        raise BadInput(path, f"no row passed validation ({read} read; e.g. {top}); {_hint(top)}")
 
     version = catalog.next_version()
     con.execute(
