@@ -2,10 +2,12 @@
 
 The evaluation is test-then-train (prequential): the model trained through version ``p``
 predicts the clean delta of the version that follows ``p`` on the head's lineage, a delta it
-has never learned from. Two baselines see the same data the model saw, the clean ratings as
-of ``p``: the global mean rating (for RMSE and MAE) and the most popular items (for top-k
-ranking). Every figure is stored in the ``metrics`` table, from which
-:func:`incr_cli.report.report` gathers the latest evaluation of each delta into a report.
+has never learned from. Three baselines see the same data the model saw, the clean ratings as
+of ``p``: the global mean rating (RMSE and MAE), user and item biases only (both), and the
+most popular items (ranking). When a full retrain and an incremental model were both made
+for the model's version, the other one is scored on the same rows beside it. Every figure
+is stored in the ``metrics`` table, from which :func:`incr_cli.report.report` gathers the
+latest evaluation of each delta into a report.
 
 Known gaps, on purpose:
 
@@ -24,18 +26,29 @@ import math
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .artifacts import ModelRecord, load_model, serving_model
+from .artifacts import ModelRecord, load_model, model_at, serving_model
 from .catalog import Catalog, now
 from .errors import NothingToDo, UsageError
-from .metrics import coverage, mae, ranking_metrics, rmse
+from .metrics import coverage, mae, ranking_metrics, rmse, stability
 
 log = logging.getLogger(__name__)
 
 #: The systems every evaluation stores figures for.
-SYSTEMS = ("model", "global_mean", "most_popular")
+SYSTEMS = ("model", "global_mean", "biases", "most_popular")
+
+#: The system name under which a model of the other kind, made for the same version as the
+#: model evaluated, is scored beside it; keyed by that other model's kind.
+COUNTERPARTS = {"full": "full_retrain", "incremental": "incremental"}
+
+# Shrinkage of the biases baseline towards zero, in ratings: an item with n ratings keeps
+# n / (n + 25) of its mean offset. These are the values of Koren's baseline predictor; they
+# matter little once an item has a few dozen ratings.
+ITEM_DAMPING = 25.0
+USER_DAMPING = 10.0
 
 # Figures of ranking_metrics stored under its own names; its user counts are stored apart,
 # because the users without a relevant item are dropped before it is called.
@@ -51,6 +64,28 @@ GLOBAL_MEAN_SQL = "SELECT avg(rating) FROM ratings_clean WHERE list_contains($hi
 POPULAR_SQL = """
 SELECT item_id FROM ratings_clean WHERE list_contains($history, version)
 GROUP BY item_id ORDER BY count(*) DESC, item_id
+"""
+
+# The biases baseline, fitted in closed form on the parent's data rather than by SGD:
+# b_i = sum(r - mu) / (item_damping + n_i), then b_u = sum(r - mu - b_i) / (user_damping + n_u).
+# Items come best first (ties by id), which is also the baseline's ranking for every user.
+ITEM_BIAS_SQL = """
+SELECT item_id, sum(rating - $mu) / ($item_damping + count(*)) AS bias
+FROM ratings_clean WHERE list_contains($history, version)
+GROUP BY item_id ORDER BY bias DESC, item_id
+"""
+
+USER_BIAS_SQL = """
+WITH history AS (
+    SELECT user_id, item_id, rating FROM ratings_clean WHERE list_contains($history, version)
+),
+item_bias AS (
+    SELECT item_id, sum(rating - $mu) / ($item_damping + count(*)) AS bias
+    FROM history GROUP BY item_id
+)
+SELECT h.user_id, sum(h.rating - $mu - b.bias) / ($user_damping + count(*)) AS bias
+FROM history h JOIN item_bias b USING (item_id)
+GROUP BY h.user_id
 """
 
 # Per user of the delta, the items rated at or above the threshold; users without one are
@@ -95,8 +130,10 @@ class EvaluateResult:
     k
         The cut-off of the ranking metrics.
     metrics
-        Per system (``model``, ``global_mean``, ``most_popular``), metric name to value;
-        ``None`` where a figure is undefined (e.g. RMSE of new users when there are none).
+        Per system (``model``, ``global_mean``, ``biases``, ``most_popular``, and
+        ``full_retrain`` or ``incremental`` when a model of the other kind exists for the
+        model's version), metric name to value; ``None`` where a figure is undefined (e.g.
+        RMSE of new users when there are none, or stability of the first model).
     """
 
     version: int
@@ -115,7 +152,7 @@ def evaluate(
     model_version: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EvaluateResult:
-    """Score a delta with the model trained before it, beside two baselines, and store it.
+    """Score a delta with the model trained before it, beside three baselines, and store it.
 
     By default the delta is the newest cleaned version on the head's lineage and the model
     is the one serving as of its parent. With ``model_version=N`` the model is the one
@@ -123,10 +160,13 @@ def evaluate(
 
     The model is scored by RMSE and MAE of its predictions (overall, and apart for users it
     knows and users new to it) and by top-k ranking metrics, where a user's relevant items
-    are those rated at least ``evaluate.relevance_threshold`` in the delta. The baselines
-    are the mean clean rating as of the parent (RMSE, MAE) and the ``k`` items with the most
+    are those rated at least ``evaluate.relevance_threshold`` in the delta, and by the
+    stability of its lists: the share of each user's top-k that the model before it did not
+    recommend. The baselines are the mean clean rating as of the parent (RMSE, MAE), user
+    and item biases fitted on the same ratings (both), and the ``k`` items with the most
     clean ratings as of the parent (ranking). With ``evaluate.exclude_seen``, no system
-    recommends an item the user rated before the delta.
+    recommends an item the user rated before the delta. A model of the other kind (full
+    retrain or incremental) made for the same version is scored beside the model.
 
     Every figure is written to the ``metrics`` table in one transaction, replacing any
     earlier evaluation of the same delta by the same model. No stage is recorded: a delta
@@ -172,12 +212,7 @@ def evaluate(
         raise NothingToDo(
             f"v{target} holds no clean rows to score; check 'incr log' for what clean removed"
         )
-    model = load_model(catalog, record)
-
-    # Accuracy of the model, overall and apart for the users it has and has not seen.
-    predicted = model.predict(np.column_stack([users, items]))
-    known = np.isin(users, model.user_ids_)
-    figures_model = _accuracy(ratings, predicted, known)
+    pairs = np.column_stack([users, items])
 
     # The global-mean baseline predicts one constant, mu = mean of the ratings before.
     mu = float(catalog.one(GLOBAL_MEAN_SQL, {"history": history}))
@@ -189,13 +224,25 @@ def evaluate(
         "mae": mae(ratings, constant),
     }
 
+    # The biases baseline predicts mu + b_u + b_i, clipped to the rating scale as the model is.
+    item_bias, user_bias = _biases(catalog, history, mu)
+    predicted_bias = np.clip(
+        mu + _lookup(users, user_bias) + _lookup(items, item_bias),
+        catalog.config.ingest.rating_min,
+        catalog.config.ingest.rating_max,
+    )
+    figures_biases: Figures = {
+        "rows": int(ratings.size),
+        "rmse": rmse(ratings, predicted_bias),
+        "mae": mae(ratings, predicted_bias),
+    }
+
     # Ranking: one top-k list per user with a relevant item, from each system.
     if progress:
         progress(f"v{target}: ranking the top {config.k} items")
     params = {"version": target, "threshold": config.relevance_threshold}
     relevant = catalog.con.execute(RELEVANT_SQL, params).fetchnumpy()
     ranked_users = relevant["user_id"].astype(object)
-    relevant_items = list(relevant["items"])
     seen: dict[Hashable, set[Hashable]] = {}
     if config.exclude_seen:
         before = catalog.con.execute(SEEN_SQL, {**params, "history": history}).fetchnumpy()
@@ -203,19 +250,41 @@ def evaluate(
             user: set(rated) for user, rated in zip(before["user_id"], before["items"], strict=True)
         }
     popular = catalog.con.execute(POPULAR_SQL, {"history": history}).fetchnumpy()["item_id"]
-    n_users = int(np.unique(users).size)
-    skipped = n_users - int(ranked_users.size)
-    # Coverage is a share of the items rated before the delta: all any system could show.
-    n_items = max(1, int(popular.size))
-    if ranked_users.size:
-        model_lists: Sequence[Iterable[Hashable | None]] = list(
-            model.top_k(ranked_users, config.k, exclude=seen or None)[0]
+    ranking = _Ranking(
+        users=ranked_users,
+        relevant=list(relevant["items"]),
+        seen=seen,
+        k=config.k,
+        skipped=int(np.unique(users).size) - int(ranked_users.size),
+        # Coverage is a share of the items rated before the delta: all any system could show.
+        n_items=max(1, int(popular.size)),
+    )
+    figures_popular = ranking.figures(ranking.fixed_lists(popular.tolist()))
+    figures_biases |= ranking.figures(ranking.fixed_lists(list(item_bias)))
+
+    # Stability compares each model's lists with those of the model before it, on the same
+    # users and candidates; the first model has nothing to compare with.
+    previous = _previous_model(catalog, lineage, record)
+    previous_lists = ranking.model_lists(load_model(catalog, previous)) if previous else None
+
+    model = load_model(catalog, record)
+    metrics = {
+        "model": _score_model(model, pairs, ratings, ranking, previous_lists),
+        "global_mean": figures_mean,
+        "biases": figures_biases,
+        "most_popular": figures_popular,
+    }
+
+    # A full retrain made for the same version as an incremental model (or the other way
+    # round) saw the same data, so it is scored on the same rows, beside it.
+    other_kind = "incremental" if record.kind == "full" else "full"
+    other = model_at(catalog, record.version, kind=other_kind)
+    if other is not None:
+        if progress:
+            progress(f"v{target}: scoring the {other_kind} model of v{record.version} beside it")
+        metrics[COUNTERPARTS[other_kind]] = _score_model(
+            load_model(catalog, other), pairs, ratings, ranking, previous_lists
         )
-    else:
-        model_lists = []
-    popular_lists = _popular_lists(popular.tolist(), ranked_users.tolist(), seen, config.k)
-    figures_model |= _ranking(model_lists, relevant_items, config.k, skipped, n_items)
-    figures_popular = _ranking(popular_lists, relevant_items, config.k, skipped, n_items)
 
     result = EvaluateResult(
         version=target,
@@ -225,11 +294,7 @@ def evaluate(
         rows=int(ratings.size),
         users_ranked=int(ranked_users.size),
         k=config.k,
-        metrics={
-            "model": figures_model,
-            "global_mean": figures_mean,
-            "most_popular": figures_popular,
-        },
+        metrics=metrics,
     )
     _store(catalog, result)
     log.debug(
@@ -308,20 +373,29 @@ def _accuracy(ratings: np.ndarray, predicted: np.ndarray, known: np.ndarray) -> 
     return figures
 
 
-def _popular_lists(
-    popular: list[Hashable],
-    users: list[Hashable],
-    seen: Mapping[Hashable, set[Hashable]],
+def fixed_order_lists(
+    order: Sequence[Hashable],
+    users: Iterable[Hashable],
+    seen: Mapping[Hashable, Iterable[Hashable]],
     k: int,
 ) -> list[list[Hashable]]:
-    """Per user, the ``k`` most popular items that user has not rated before."""
+    """Per user, the first ``k`` items of one shared ranking that the user has not seen.
+
+    This is how a baseline that ranks every user's items alike (most popular, biases only)
+    recommends: its one ranking minus what each user already has.
+
+    Examples
+    --------
+    >>> fixed_order_lists(["x", "y", "z"], ["a", "b"], {"a": {"x"}}, k=2)
+    [['y', 'z'], ['x', 'y']]
+    """
     lists = []
     for user in users:
-        banned = seen.get(user, set())
+        banned = set(seen.get(user, ()))
         picks: list[Hashable] = []
-        # Walking the popularity order stops after k picks, so this costs at most
+        # Walking the shared order stops after k picks, so this costs at most
         # k + |banned| steps per user however large the catalogue is.
-        for item in popular:
+        for item in order:
             if item not in banned:
                 picks.append(item)
                 if len(picks) == k:
@@ -330,21 +404,86 @@ def _popular_lists(
     return lists
 
 
-def _ranking(
-    lists: Sequence[Iterable[Hashable | None]],
-    relevant: Sequence[Iterable[Hashable]],
-    k: int,
-    skipped: int,
-    n_items: int,
+@dataclass
+class _Ranking:
+    """What every system's top-k lists are scored against: the same users and candidates."""
+
+    users: np.ndarray
+    relevant: list[Any]
+    seen: dict[Hashable, set[Hashable]]
+    k: int
+    skipped: int
+    n_items: int
+
+    def model_lists(self, model: Any) -> list[Any]:
+        """Each user's top ``k`` from a model, leaving out what the user has seen."""
+        if not self.users.size:
+            return []
+        return list(model.top_k(self.users, self.k, exclude=self.seen or None)[0])
+
+    def fixed_lists(self, order: Sequence[Hashable]) -> list[list[Hashable]]:
+        """Each user's top ``k`` from one ranking shared by all users."""
+        return fixed_order_lists(order, self.users.tolist(), self.seen, self.k)
+
+    def figures(self, lists: Sequence[Iterable[Hashable | None]]) -> Figures:
+        """Ranking figures of one system under the stored names."""
+        scores = ranking_metrics(lists, self.relevant, self.k)
+        figures: Figures = {name: _finite(scores[name]) for name in _RANKING_NAMES}
+        figures["coverage"] = coverage(lists, self.n_items) if len(lists) else None
+        figures["users_ranked"] = int(scores["users"])
+        figures["users_skipped"] = self.skipped
+        figures["k"] = self.k
+        return figures
+
+
+def _score_model(
+    model: Any,
+    pairs: np.ndarray,
+    ratings: np.ndarray,
+    ranking: _Ranking,
+    previous_lists: list[Any] | None,
 ) -> Figures:
-    """Ranking figures of one system under the stored names."""
-    scores = ranking_metrics(lists, relevant, k)
-    figures: Figures = {name: _finite(scores[name]) for name in _RANKING_NAMES}
-    figures["coverage"] = coverage(lists, n_items) if len(lists) else None
-    figures["users_ranked"] = int(scores["users"])
-    figures["users_skipped"] = skipped
-    figures["k"] = k
+    """Accuracy, ranking and stability figures of one model on the delta's rows."""
+    predicted = model.predict(pairs)
+    known = np.isin(pairs[:, 0], model.user_ids_)
+    lists = ranking.model_lists(model)
+    figures = _accuracy(ratings, predicted, known) | ranking.figures(lists)
+    figures["stability"] = (
+        None if previous_lists is None else _finite(stability(previous_lists, lists, ranking.k))
+    )
     return figures
+
+
+def _biases(
+    catalog: Catalog, history: list[int], mu: float
+) -> tuple[dict[Hashable, float], dict[Hashable, float]]:
+    """Item and user biases of the baseline, fitted on the ratings of ``history``.
+
+    The item dict is ordered best first, which is the baseline's ranking.
+    """
+    params = {
+        "history": history,
+        "mu": mu,
+        "item_damping": ITEM_DAMPING,
+        "user_damping": USER_DAMPING,
+    }
+    item_params = {key: params[key] for key in ("history", "mu", "item_damping")}
+    item_bias = dict(catalog.rows(ITEM_BIAS_SQL, item_params))
+    user_bias = dict(catalog.rows(USER_BIAS_SQL, params))
+    return item_bias, user_bias
+
+
+def _lookup(ids: np.ndarray, bias: Mapping[Hashable, float]) -> np.ndarray:
+    """The bias of each id, 0 for an id the baseline never saw."""
+    return np.fromiter((bias.get(key, 0.0) for key in ids), dtype=np.float64, count=len(ids))
+
+
+def _previous_model(
+    catalog: Catalog, lineage: list[int], record: ModelRecord
+) -> ModelRecord | None:
+    """The model that served just before ``record``'s version, if any."""
+    position = lineage.index(record.version)
+    return serving_model(catalog, lineage[position - 1]) if position else None
 
 
 def _store(catalog: Catalog, result: EvaluateResult) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Hashable, Iterable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["coverage", "mae", "ranking_metrics", "rmse"]
+__all__ = ["coverage", "mae", "ranking_metrics", "rmse", "stability"]
 
 
 def _paired_errors(y_true: ArrayLike, y_pred: ArrayLike) -> np.ndarray:
@@ -267,3 +267,63 @@ def coverage(recommended: Iterable[Iterable[Hashable | None]], n_catalog_items: 
             f"n_catalog_items={n_catalog_items}; it must count the whole catalogue"
         )
     return len(shown) / int(n_catalog_items)
+
+
+def stability(
+    previous: Sequence[Iterable[Hashable | None]],
+    current: Sequence[Iterable[Hashable | None]],
+    k: int,
+) -> float:
+    """Mean share of each user's top-k list that is new since the previous list.
+
+    Per user, with ``C`` the first ``k`` distinct items of the current list and
+    ``P`` those of the previous one (``None`` padding dropped)::
+
+        changed = |C - P| / |C|
+
+    Order inside the lists is ignored: an item that only moves within the top
+    ``k`` is not a change the user notices as new. The result is the mean over
+    users whose current list is not empty; 0 means every list is the same set
+    as before, 1 that no user sees any item again.
+
+    Parameters
+    ----------
+    previous, current
+        One ranked list per user, parallel to each other.
+    k
+        Cut-off rank, at least 1.
+
+    Returns
+    -------
+    float
+        A share in ``[0, 1]``; NaN when no current list holds an item.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive integer or the two sequences differ in length.
+
+    Examples
+    --------
+    One user keeps two of three items, the other gets a whole new list:
+
+    >>> stability([[1, 2, 3], [4, 5]], [[3, 1, 9], [6, 7]], k=3)
+    0.6666666666666666
+    """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be an integer of at least 1, got {k!r}")
+    if len(previous) != len(current):
+        raise ValueError(
+            "previous and current must hold one list per user each, "
+            f"got {len(previous)} and {len(current)}"
+        )
+    total = 0.0
+    users = 0
+    for before, now in zip(previous, current, strict=True):
+        top = _top_k(now, int(k))
+        if not top:
+            continue
+        kept = set(_top_k(before, int(k)))
+        total += sum(item not in kept for item in top) / len(top)
+        users += 1
+    return total / users if users else math.nan

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from incr_cli import clean, ingest, update
-from incr_cli.artifacts import load_model, serving_model
+from incr_cli.artifacts import load_model, model_at, serving_model
 from incr_cli.catalog import Catalog, Invocation, open_catalog
 from incr_cli.config import Config, EvaluateConfig
 from incr_cli.errors import NothingToDo, UsageError, VersionNotFound
-from incr_cli.evaluate import evaluate
+from incr_cli.evaluate import ITEM_DAMPING, SYSTEMS, USER_DAMPING, evaluate
 from incr_cli.report import REPORT_COLUMNS, report
 from incr_cli.synthetic import write_deltas
 
@@ -247,7 +247,7 @@ def test_stored_rows_match_the_returned_figures(tmp_path, delta_files):
         for metric, value in figures.items()
     }
     assert stored == pytest.approx(expected, rel=1e-15)
-    assert {system for _, system, _ in stored} == {"model", "global_mean", "most_popular"}
+    assert {system for _, system, _ in stored} == set(SYSTEMS)
     assert result.metrics["model"]["k"] == result.k == 10
     # The result goes to JSON as it is: no NaN, no numpy scalars.
     assert json.loads(json.dumps(asdict(result), allow_nan=False))["version"] == 3
@@ -333,3 +333,123 @@ def test_report_without_an_evaluation_asks_for_one(tmp_path, delta_files):
         with pytest.raises(NothingToDo, match="run 'incr evaluate' first"):
             report(catalog)
         assert not catalog.report_dir.exists()
+
+
+# --- the biases baseline, stability and the full retrain beside the model -------------
+
+
+def test_biases_baseline_matches_a_hand_computation(tmp_path, tiny_files):
+    # Before the delta mu = 22/7. Item biases b_i = sum(r - mu) / (25 + n_i):
+    #   x: (4 + 5 + 3 - 3 mu) / 28, y: (2 + 4 - 2 mu) / 27, z: (1 - mu) / 26, w: (3 - mu) / 26
+    # User biases b_u = sum(r - mu - b_i) / (10 + n_u), e.g. b over a's x, y and w.
+    mu = 22 / 7
+    bi = {
+        "x": (12 - 3 * mu) / (ITEM_DAMPING + 3),
+        "y": (6 - 2 * mu) / (ITEM_DAMPING + 2),
+        "z": (1 - mu) / (ITEM_DAMPING + 1),
+        "w": (3 - mu) / (ITEM_DAMPING + 1),
+    }
+    rated = {"a": {"x": 4, "y": 2, "w": 3}, "b": {"x": 5, "y": 4}, "c": {"x": 3, "z": 1}}
+    bu = {
+        user: sum(r - mu - bi[item] for item, r in items.items()) / (USER_DAMPING + len(items))
+        for user, items in rated.items()
+    }
+    delta = [("b", "z", 5), ("b", "w", 2), ("d", "x", 4), ("a", "z", 3)]
+    predicted = np.array([mu + bu.get(u, 0.0) + bi[i] for u, i, _ in delta])
+    truth = np.array([r for _, _, r in delta], dtype=np.float64)
+
+    config = Config(evaluate=EvaluateConfig(k=2, relevance_threshold=4.0))
+    with _open(tmp_path / "c.duckdb", config) as catalog:
+        _load(catalog, tiny_files)
+        biases = evaluate(catalog).metrics["biases"]
+
+    assert biases["rmse"] == pytest.approx(np.sqrt(np.mean((predicted - truth) ** 2)), rel=1e-12)
+    assert biases["mae"] == pytest.approx(np.mean(np.abs(predicted - truth)), rel=1e-12)
+    # Ranked by b_i: x (0.092), w (-0.005), y (-0.011), z (-0.082). b has seen x and y, so
+    # gets [w, z]: a hit at rank 2 (AP 1/2); d has seen nothing, so gets [x, w]: a hit at
+    # rank 1 (AP 1). Three of the four items are shown.
+    assert sorted(bi, key=bi.get, reverse=True) == ["x", "w", "y", "z"]
+    assert biases["precision"] == 0.5
+    assert biases["hit_rate"] == 1.0
+    assert biases["ndcg"] == pytest.approx((1 / math.log2(3) + 1.0) / 2, rel=1e-12)
+    assert biases["map"] == 0.75
+    assert biases["f1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5, rel=1e-12)
+    assert biases["coverage"] == 0.75
+
+
+def test_first_model_has_no_stability_and_later_ones_compare_with_the_one_before(
+    tmp_path, delta_files
+):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:3])
+        first = evaluate(catalog, model_version=1)
+        second = evaluate(catalog, model_version=2)
+        older = load_model(catalog, serving_model(catalog, 1))
+        newer = load_model(catalog, serving_model(catalog, 2))
+        users = [
+            row[0]
+            for row in catalog.rows(
+                "SELECT DISTINCT user_id FROM ratings_clean WHERE version = 3 AND rating >= 4"
+            )
+        ]
+        seen = {
+            user: set(items)
+            for user, items in catalog.rows(
+                "SELECT user_id, list(item_id) FROM ratings_clean WHERE version < 3 "
+                "GROUP BY user_id"
+            )
+        }
+
+    assert first.metrics["model"]["stability"] is None
+    # Independently: per user, the share of the new top 10 the older model did not list.
+    changed = []
+    for user in users:
+        banned = {user: seen.get(user, set())}
+        before = {i for i in older.top_k([user], 10, exclude=banned)[0][0] if i is not None}
+        now = [i for i in newer.top_k([user], 10, exclude=banned)[0][0] if i is not None]
+        changed.append(sum(item not in before for item in now) / len(now))
+    assert second.metrics["model"]["stability"] == pytest.approx(np.mean(changed), rel=1e-12)
+    assert 0.0 < second.metrics["model"]["stability"] < 1.0
+
+
+def test_a_full_retrain_is_scored_beside_the_incremental_model(tmp_path, delta_files):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:3])
+        incremental = serving_model(catalog, 3)
+        without = evaluate(catalog, model_version=3 - 1)
+        # A full retrain at v3 serves from now on; the incremental model stays beside it.
+        update.update(catalog, full=True)
+        _load(catalog, delta_files[3:], train=False)
+        result = evaluate(catalog, model_version=3)
+        full = model_at(catalog, 3, kind="full")
+        table = _csv(delta_files[3])
+        pairs = table[:, :2].astype(str).astype(object)
+        error_full = load_model(catalog, full).predict(pairs) - table[:, 2]
+        error_incremental = load_model(catalog, incremental).predict(pairs) - table[:, 2]
+
+    assert incremental.kind == "incremental"
+    assert "full_retrain" not in without.metrics and "incremental" not in without.metrics
+    assert result.model_id == full.model_id
+    assert result.metrics["model"]["rmse"] == pytest.approx(
+        np.sqrt(np.mean(error_full**2)), rel=1e-12
+    )
+    beside = result.metrics["incremental"]
+    assert beside["rmse"] == pytest.approx(np.sqrt(np.mean(error_incremental**2)), rel=1e-12)
+    assert beside["users_ranked"] == result.metrics["model"]["users_ranked"]
+
+
+def test_an_incremental_model_made_after_a_full_retrain_shows_the_retrain_beside_it(
+    tmp_path, delta_files
+):
+    with _open(tmp_path / "c.duckdb") as catalog:
+        _load(catalog, delta_files[:3])
+        update.update(catalog, full=True)
+        # Relearning v3 from the model of v2 makes a newer incremental model for v3.
+        update.update(catalog, since=2)
+        _load(catalog, delta_files[3:], train=False)
+        result = evaluate(catalog, model_version=3)
+        record = serving_model(catalog, 3)
+
+    assert record.kind == "incremental" and result.model_id == record.model_id
+    assert set(result.metrics) == {*SYSTEMS, "full_retrain"}
+    assert result.metrics["full_retrain"]["rmse"] != result.metrics["model"]["rmse"]

@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.metrics import mean_absolute_error, mean_squared_error, ndcg_score
+from sklearn.metrics import (
+    f1_score,
+    mean_absolute_error,
+    mean_squared_error,
+    ndcg_score,
+    precision_score,
+    recall_score,
+)
 
 from incr_cli import metrics as metrics_module
-from incr_cli.metrics import coverage, mae, ranking_metrics, rmse
+from incr_cli.metrics import coverage, mae, ranking_metrics, rmse, stability
 
 METRIC_NAMES = ("precision", "recall", "f1", "ndcg", "map", "hit_rate")
 
@@ -271,3 +278,101 @@ def test_metrics_docstring_examples_run():
 
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# --- against independent computations -------------------------------------------
+
+
+def _random_lists(seed: int, n_users: int = 30, n_items: int = 20, k: int = 5):
+    """Full-length top-k lists and non-empty relevant sets over a small catalogue."""
+    rng = np.random.default_rng(seed)
+    recommended = [rng.choice(n_items, size=k, replace=False).tolist() for _ in range(n_users)]
+    relevant = [
+        set(rng.choice(n_items, size=rng.integers(1, 7), replace=False).tolist())
+        for _ in range(n_users)
+    ]
+    return recommended, relevant
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_precision_recall_and_f1_agree_with_sklearn_per_user(seed):
+    # With a list of exactly k items, precision@k, recall@k and F1@k of one user are
+    # sklearn's precision, recall and F1 of "recommended" against "relevant" as binary
+    # labels over the catalogue.
+    n_items, k = 20, 5
+    recommended, relevant = _random_lists(seed, n_items=n_items, k=k)
+    expected = {"precision": [], "recall": [], "f1": []}
+    for ranked, rel in zip(recommended, relevant, strict=True):
+        y_true = np.isin(np.arange(n_items), list(rel))
+        y_pred = np.isin(np.arange(n_items), ranked)
+        expected["precision"].append(precision_score(y_true, y_pred, zero_division=0.0))
+        expected["recall"].append(recall_score(y_true, y_pred, zero_division=0.0))
+        expected["f1"].append(f1_score(y_true, y_pred, zero_division=0.0))
+
+    m = ranking_metrics(recommended, relevant, k=k)
+
+    for name, values in expected.items():
+        assert m[name] == pytest.approx(np.mean(values), rel=1e-12), name
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_map_and_hit_rate_agree_with_a_direct_computation(seed):
+    # AP@k straight from its definition: the mean of precision@i over the ranks i that
+    # hold a relevant item, divided by min(|R|, k) rather than by the hits found.
+    k = 5
+    recommended, relevant = _random_lists(seed, k=k)
+    aps, hits = [], []
+    for ranked, rel in zip(recommended, relevant, strict=True):
+        precisions = [
+            len(set(ranked[:i]) & rel) / i for i in range(1, k + 1) if ranked[i - 1] in rel
+        ]
+        aps.append(sum(precisions) / min(len(rel), k))
+        hits.append(float(bool(set(ranked) & rel)))
+
+    m = ranking_metrics(recommended, relevant, k=k)
+
+    assert m["map"] == pytest.approx(np.mean(aps), rel=1e-12)
+    assert m["hit_rate"] == pytest.approx(np.mean(hits), rel=1e-12)
+
+
+def test_users_with_nothing_relevant_are_skipped_and_counted():
+    # The same user twice, once without relevant items: the means are those of one user.
+    alone = ranking_metrics([[1, 2]], [{2}], k=2)
+    padded = ranking_metrics([[1, 2], [1, 2], [3]], [{2}, set(), []], k=2)
+
+    assert (padded["users"], padded["users_skipped"]) == (1, 2)
+    for name in METRIC_NAMES:
+        assert padded[name] == alone[name]
+
+
+# --- stability ------------------------------------------------------------------
+
+
+def test_stability_on_a_hand_worked_case():
+    previous = [[1, 2, 3], [4, 5, 6], [7, 8], [9]]
+    current = [
+        [3, 2, 1],  # the same items reordered: 0 changed
+        [4, 10, 11],  # two of three new: 2/3
+        [12, 13],  # all new: 1
+        [],  # nothing listed now: skipped
+    ]
+
+    assert stability(previous, current, k=3) == pytest.approx((0 + 2 / 3 + 1) / 3)
+
+
+def test_stability_looks_only_at_the_top_k_and_ignores_padding():
+    # At k = 2 the current top is [1, 5] and the previous top [1, 2]: one of two is new.
+    assert stability([[1, 2, 5]], [[1, None, 5, 2]], k=2) == 0.5
+    # Item 5 was third before, beyond k, so it counts as new at k = 2.
+    assert stability([[1, 2, 5]], [[5, 1]], k=2) == 0.5
+
+
+def test_stability_without_any_current_list_is_nan():
+    assert math.isnan(stability([[1]], [[None]], k=1))
+
+
+def test_stability_refuses_lists_that_do_not_pair_up():
+    with pytest.raises(ValueError, match="one list per user"):
+        stability([[1]], [[1], [2]], k=1)
+    with pytest.raises(ValueError, match="k must be an integer"):
+        stability([[1]], [[1]], k=0)

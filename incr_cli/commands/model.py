@@ -99,9 +99,11 @@ def evaluate(
         title=f"v{result.version}: {result.rows} ratings, model of v{result.model_version}"
     )
     table.add_column("system")
-    names = ["rmse", "mae", "precision", "recall", "ndcg"]
+    names = ["rmse", "mae", "precision", "recall", "f1", "ndcg", "map", "hit_rate"]
+    names += ["coverage", "stability"]
     for name in names:
-        table.add_column(name if name in ("rmse", "mae") else f"{name}@{result.k}", justify="right")
+        at_k = name in ("precision", "recall", "f1", "ndcg", "map", "hit_rate")
+        table.add_column(f"{name}@{result.k}" if at_k else name, justify="right")
     for system, values in figures.items():
         table.add_row(system, *(fmt(values.get(name)) for name in names))
     out.table(table)
