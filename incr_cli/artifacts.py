@@ -24,7 +24,11 @@ from .errors import IntegrityError
 
 log = logging.getLogger(__name__)
 
-_warned: set[tuple[str, str, str]] = set()
+# What a pickled model depends on: another version of any may load it differently.
+PICKLE_DEPENDENCIES = ("python", "numpy", "scikit-learn", "joblib")
+
+# Each set of (name, saved, current) mismatches already warned about in this process.
+_warned: set[tuple[tuple[str, str, str], ...]] = set()
 
 
 @dataclass(frozen=True)
@@ -155,16 +159,21 @@ def load_model(catalog: Catalog, record: ModelRecord) -> Any:
 
 
 def _warn_environment(record: ModelRecord) -> None:
+    """Warn once, naming both versions, when a model was saved under other versions."""
     current = describe_environment()
-    for name in ("python", "numpy", "scikit-learn", "joblib"):
-        saved = record.environment.get(name)
-        key = (name, str(saved), current[name])
-        if saved and saved != current[name] and key not in _warned:
-            _warned.add(key)
-            warnings.warn(
-                f"model of v{record.version} was saved with {name} {saved} and is loaded "
-                f"with {name} {current[name]}; retrain with 'incr update --full' if its "
-                "predictions look wrong",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+    changed = tuple(
+        (name, str(record.environment[name]), current[name])
+        for name in PICKLE_DEPENDENCIES
+        if record.environment.get(name) and record.environment[name] != current[name]
+    )
+    if not changed or changed in _warned:
+        return
+    _warned.add(changed)
+    saved = ", ".join(f"{name} {old}" for name, old, _ in changed)
+    loaded = ", ".join(f"{name} {new}" for name, _, new in changed)
+    warnings.warn(
+        f"model of v{record.version} was saved with {saved} and is loaded with {loaded}; "
+        "retrain with 'incr update --full' if its predictions look wrong",
+        RuntimeWarning,
+        stacklevel=3,
+    )

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import platform
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
+import joblib
+import numpy
 import pytest
+import sklearn
+from sklearn.dummy import DummyRegressor
 
+from incr_cli import artifacts
+from incr_cli.artifacts import ModelRecord, load_model, save_model
+from incr_cli.catalog import Catalog
 from incr_cli.cli import main
+from incr_cli.errors import IntegrityError
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = sorted((ROOT / "sample_data").glob("delta-*.csv"))
@@ -127,3 +138,99 @@ def test_gc_keeps_the_newest_rolled_back_versions_with_their_ancestors(
     capsys.readouterr()
     assert main(["log", "--catalog", str(branched), "--json"]) == 0
     assert [v["version"] for v in json.loads(capsys.readouterr().out)] == [1, 4, 5]
+
+
+# --- model files -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(catalog) -> tuple[Catalog, ModelRecord]:
+    """A catalog holding one small model file, recorded at v1."""
+    cat = catalog()
+    model = DummyRegressor().fit([[0.0], [1.0]], [1.0, 3.0])
+    with cat.transaction():
+        record = save_model(
+            cat,
+            model,
+            version=1,
+            kind="full",
+            base_model_id=None,
+            seconds=0.0,
+            rows_trained=2,
+            rows_replayed=0,
+        )
+    return cat, record
+
+
+def test_a_model_record_stores_the_versions_it_was_saved_with(saved) -> None:
+    cat, _ = saved
+    stored = json.loads(cat.one("SELECT environment FROM models WHERE model_id = 1"))
+
+    assert {name: stored[name] for name in ("python", "numpy", "scikit-learn", "joblib")} == {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def test_loading_under_other_versions_warns_once_naming_both(
+    saved, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cat, record = saved
+    monkeypatch.setattr(artifacts, "_warned", set())
+    old = replace(record, environment={**record.environment, "numpy": "1.0.0", "joblib": "0.9"})
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            load_model(cat, old)
+        load_model(cat, record)
+
+    assert [str(w.message) for w in caught] == [
+        f"model of v1 was saved with numpy 1.0.0, joblib 0.9 and is loaded with numpy "
+        f"{numpy.__version__}, joblib {joblib.__version__}; retrain with 'incr update --full' "
+        "if its predictions look wrong"
+    ]
+    assert caught[0].category is RuntimeWarning
+
+
+class _Touch:
+    """Unpickling this creates a file: proof that a pickle was run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.path,))
+
+
+def test_a_model_file_that_does_not_match_its_sha256_is_never_unpickled(
+    saved, tmp_path: Path
+) -> None:
+    cat, record = saved
+    marker = tmp_path / "unpickled"
+    path = cat.model_dir / record.path
+    joblib.dump(_Touch(marker), path)
+
+    with pytest.raises(IntegrityError) as raised:
+        load_model(cat, record)
+
+    assert raised.value.exit_code == 7
+    assert f"model file {str(path)!r} of v1 does not match its recorded sha256" in str(raised.value)
+    assert not marker.exists()
+    # The same file loaded without the check does run code, so the check is what stopped it.
+    joblib.load(path)
+    assert marker.exists()
+
+
+def test_a_missing_model_file_is_reported_with_its_repair(
+    branched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    next((branched.parent / "models").glob("v4-*.joblib")).unlink()
+    code, result = verify_json(branched, capsys)
+    assert code == 7
+    assert [(p["check"], p["version"], p["repair"]) for p in result["problems"]] == [
+        ("model file", 4, "incr update --full")
+    ]
+    assert "is missing" in result["problems"][0]["message"]
