@@ -1,8 +1,9 @@
 """Integrity: check the catalog's invariants (verify) and drop what no one needs (gc).
 
 ``verify`` only reads. Each problem it finds names the command that repairs it. ``gc``
-removes versions off the head's lineage, oldest first, with their rows and model files,
-and model files that no version references; the head's lineage is never touched.
+removes versions off the head's lineage that are older than the N most recent, with their
+rows and model files, and model files that no version references; the head's lineage is
+never touched.
 """
 
 from __future__ import annotations
@@ -204,15 +205,23 @@ def _model_files(catalog: Catalog) -> list[Path]:
 
 
 def gc(catalog: Catalog, keep: int) -> GcResult:
-    """Remove versions off the head's lineage but the ``keep`` newest, and stray files.
+    """Remove versions off the head's lineage older than the ``keep`` newest, and stray files.
 
-    A kept version keeps its ancestors, so no kept version ever loses its parent.
+    The ``keep`` most recent versions stay whatever their branch, and so do their
+    ancestors, so that no kept version ever loses its parent. The head's lineage always
+    stays. Removed versions take their rows and model files with them; model files that
+    no version references (left by a writer killed before it committed) go too.
+
+    Raises
+    ------
+    NothingToDo
+        If no version and no file would be removed.
     """
     lineage = set(catalog.lineage())
     parents = dict(catalog.rows("SELECT version, parent FROM versions"))
     off = sorted((v for v in parents if v not in lineage), reverse=True)
     kept: set[int] = set()
-    for version in off[:keep]:
+    for version in sorted(parents, reverse=True)[:keep]:
         node: int | None = version
         while node is not None and node not in lineage and node not in kept:
             kept.add(node)
@@ -227,7 +236,8 @@ def gc(catalog: Catalog, keep: int) -> GcResult:
     stray = [p.name for p in _model_files(catalog) if p.name not in referenced]
     if not doomed and not stray:
         raise NothingToDo(
-            f"nothing to remove: {len(off)} version(s) off the head's lineage, keeping {keep}"
+            f"nothing to remove: {len(off)} version(s) off the head's lineage, each among "
+            f"the {keep} most recent or an ancestor of one, and no unreferenced model file"
         )
 
     with catalog.transaction():

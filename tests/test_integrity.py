@@ -125,15 +125,56 @@ def test_gc_removes_rolled_back_versions_and_stray_files(
     assert code == 0 and result["unreferenced_files"] == []
 
 
-def test_gc_keeps_the_newest_rolled_back_versions_with_their_ancestors(
+def gc_json(catalog: Path, keep: int, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = main(["gc", "--keep", str(keep), "--catalog", str(catalog), "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if code == 0 else {}
+
+
+def test_gc_keep_counts_the_most_recent_versions_on_any_branch(
     branched: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Keeping v3 means keeping v2, its parent: a kept version never loses its lineage.
-    assert incr(branched, "gc", "--keep", "1") == 5
-    capsys.readouterr()
-    assert main(["gc", "--keep", "0", "--catalog", str(branched), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["removed_versions"] == [2, 3]
-    # After gc the numbers of removed versions are still never reused.
+    # v4, the head, is the most recent version: with --keep 1 the older v2 and v3 go.
+    code, result = gc_json(branched, 1, capsys)
+    assert code == 0
+    assert (result["removed_versions"], result["kept_off_lineage"]) == ([2, 3], [])
+    assert incr(branched, "verify") == 0
+
+
+def test_gc_keeps_the_ancestors_of_a_kept_version(
+    branched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Back at v1, every later version is off the lineage. The 2 most recent are v4 and v3;
+    # v2 stays as v3's parent, so nothing goes.
+    assert incr(branched, "rollback", "--to", "v1") == 0
+    assert incr(branched, "gc", "--keep", "2") == 5
+
+    code, result = gc_json(branched, 1, capsys)
+    assert code == 0
+    assert (result["removed_versions"], result["kept_off_lineage"]) == ([2, 3], [4])
+    with duckdb.connect(str(branched), read_only=True) as con:
+        assert con.execute("SELECT version FROM versions ORDER BY 1").fetchall() == [(1,), (4,)]
+    assert incr(branched, "verify") == 0
+
+
+def test_gc_never_touches_the_heads_lineage(
+    branched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with duckdb.connect(str(branched), read_only=True) as con:
+        before = con.execute(
+            "SELECT version, count(*) FROM ratings_raw WHERE version IN (1, 4) GROUP BY 1 "
+            "ORDER BY 1"
+        ).fetchall()
+    code, result = gc_json(branched, 0, capsys)
+    assert code == 0 and result["removed_versions"] == [2, 3]
+    assert incr(branched, "gc", "--keep", "0") == 5
+    with duckdb.connect(str(branched), read_only=True) as con:
+        after = con.execute(
+            "SELECT version, count(*) FROM ratings_raw GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert after == before
+    # The numbers of removed versions are never reused.
     assert incr(branched, "ingest", str(SAMPLE[4])) == 0
     capsys.readouterr()
     assert main(["log", "--catalog", str(branched), "--json"]) == 0

@@ -53,7 +53,10 @@ def verify(
 
 def gc(
     keep: Annotated[
-        int, typer.Option(min=0, help="Rolled-back versions to keep, newest first.")
+        int,
+        typer.Option(
+            min=0, help="Keep the N most recent versions (and their ancestors) on any branch."
+        ),
     ] = 10,
     catalog: CatalogOpt = None,
     config: ConfigOpt = None,
@@ -62,9 +65,11 @@ def gc(
     debug: DebugOpt = False,
     wait: WaitOpt = None,
 ) -> None:
-    """Remove rolled-back versions but the newest --keep, and unreferenced model files.
+    """Remove rolled-back versions older than the --keep most recent, and stray model files.
 
-    The head's lineage is never touched. Example: incr gc --keep 3
+    A version is removed with its rows and model files when it is off the head's lineage,
+    is not among the N most recent versions and is no ancestor of one of them. The head's
+    lineage is never touched. Example: incr gc --keep 3
     """
     common = Common(catalog, config, json, quiet, debug, wait)
     out = Output(common)
