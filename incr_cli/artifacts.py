@@ -117,10 +117,12 @@ def serving_model(catalog: Catalog, version: int) -> ModelRecord | None:
     """The model that serves as of ``version``: the newest one on its lineage.
 
     At one version the latest written wins, so a full retrain replaces the incremental
-    model it was made beside, and later updates continue from it.
+    model it was made beside, and later updates continue from it. A candidate the quality
+    gate rejected never serves.
     """
     row = catalog.con.execute(
         f"SELECT {MODEL_COLUMNS} FROM models WHERE list_contains(?, version) "
+        "AND model_id NOT IN (SELECT model_id FROM gate_decisions WHERE decision = 'rejected') "
         "ORDER BY version DESC, model_id DESC LIMIT 1",
         [catalog.lineage(version)],
     ).fetchone()

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG = Path(".incr") / "catalog.duckdb"
 SCHEMA_VERSION = "1"
+# The table the schema gained last: a catalog without it is created or completed.
+NEWEST_TABLE = "gate_decisions"
 
 
 Params = Sequence[Any] | Mapping[str, Any]
@@ -331,8 +333,11 @@ def open_catalog(
                 f"cannot open catalog {str(path)!r}: {exc}; run 'incr verify'"
             ) from exc
         try:
+            # NOTE: the schema only adds tables and _create is idempotent, so a catalog made
+            # before the newest table (gate_decisions) gets it here rather than failing.
             if con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                [NEWEST_TABLE],
             ).fetchone() == (0,):
                 _create(con)
             _apply_runtime(con, config)

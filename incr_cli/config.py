@@ -76,6 +76,41 @@ class EvaluateConfig(_Section):
     exclude_seen: bool = True
 
 
+class GateMetric(_Section):
+    """How much worse than the current model a candidate may be on one metric, and bounds.
+
+    ``tolerance`` is in the metric's units, or with ``relative`` a share of the current
+    model's value (0.05: five per cent). ``min`` and ``max`` bound the candidate's value
+    whatever the current model scores; null leaves that side open.
+    """
+
+    tolerance: float = Field(0.0, ge=0)
+    relative: bool = False
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GateMetric:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class GateConfig(_Section):
+    """The quality gate of ``incr update``; see the README's "Quality gate"."""
+
+    # NOTE: only rating metrics for now: a ranking metric on one delta's held-out slice
+    # needs each user's earlier items excluded as evaluate does, not done here yet.
+    enabled: bool = True
+    holdout: float = Field(0.2, gt=0, lt=1)
+    metrics: dict[Literal["rmse", "mae"], GateMetric] = Field(
+        default_factory=lambda: {
+            "rmse": GateMetric(tolerance=0.05, relative=True),
+            "mae": GateMetric(tolerance=0.05, relative=True),
+        }
+    )
+
+
 class RuntimeConfig(_Section):
     wait_seconds: float = Field(10.0, ge=0)
     memory_limit: str | None = None
@@ -89,6 +124,7 @@ class Config(_Section):
     clean: CleanConfig = CleanConfig()
     model: ModelConfig = ModelConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    gate: GateConfig = GateConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
 

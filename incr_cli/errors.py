@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     NOTHING_TO_DO = 5
     BUSY = 6
     INTEGRITY = 7
+    GATE = 8
     INTERRUPTED = 130
     BROKEN_PIPE = 141
 
@@ -76,3 +77,27 @@ class IntegrityError(IncrError):
     """The catalog or a model file does not match what was recorded."""
 
     exit_code = ExitCode.INTEGRITY
+
+
+class GateRefused(IncrError):
+    """The quality gate kept the current model: the candidate was recorded as rejected.
+
+    Unlike the other errors this one leaves a change behind on purpose: the candidate
+    model and the gate's decision are committed, so that ``incr log`` can show them.
+    """
+
+    exit_code = ExitCode.GATE
+
+    def __init__(
+        self, version: int, candidate: int, current: int | None, reasons: list[str]
+    ) -> None:
+        self.version = version
+        self.candidate = candidate
+        self.current = current
+        self.reasons = reasons
+        serving = f"model m{current} still serves" if current is not None else "no model serves"
+        super().__init__(
+            f"the quality gate refused candidate m{candidate} of v{version}: "
+            f"{'; '.join(reasons)}; {serving}. Rerun 'incr update --force' to promote it "
+            "anyway, or change the gate section of the config"
+        )

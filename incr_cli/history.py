@@ -28,6 +28,19 @@ QUALIFY dense_rank() OVER (ORDER BY created_at DESC) = 1
 ORDER BY system, metric
 """
 
+# Per model, the quality gate's decision when it was not a plain promotion.
+GATE_SQL = """
+SELECT version, model_id, decision, reason FROM gate_decisions
+WHERE decision <> 'promoted' ORDER BY model_id
+"""
+
+# The newest run's decision on the head's lineage: its candidate's row.
+LAST_GATE_SQL = """
+SELECT model_id, version, current_model_id, decision, reason, holdout_rows, figures
+FROM gate_decisions WHERE list_contains(?, version) AND model_id = candidate_id
+ORDER BY model_id DESC LIMIT 1
+"""
+
 
 @dataclass
 class RollbackResult:
@@ -51,6 +64,7 @@ class VersionInfo:
     stages: list[str]
     models: list[int]
     rmse: float | None
+    gate: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -66,6 +80,7 @@ class Status:
     pending: dict[str, list[int]]
     model: dict[str, Any] | None
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    last_gate: dict[str, Any] | None = None
 
 
 def rollback(catalog: Catalog, to: int) -> RollbackResult:
@@ -110,6 +125,11 @@ def version_log(catalog: Catalog) -> list[VersionInfo]:
     models: dict[int, list[int]] = {}
     for version, model_id in catalog.rows("SELECT version, model_id FROM models ORDER BY model_id"):
         models.setdefault(version, []).append(model_id)
+    gate: dict[int, list[dict[str, Any]]] = {}
+    for version, model_id, decision, reason in catalog.rows(GATE_SQL):
+        gate.setdefault(version, []).append(
+            {"model_id": model_id, "decision": decision, "reason": reason}
+        )
     rmse = dict(
         catalog.rows(
             "SELECT version, arg_max(value, created_at) FROM metrics "
@@ -141,6 +161,7 @@ def version_log(catalog: Catalog) -> list[VersionInfo]:
                 [s for s in STAGES if s in stages.get(version, [])],
                 models.get(version, []),
                 rmse.get(version),
+                gate.get(version, []),
             )
         )
     return infos
@@ -190,7 +211,25 @@ def status(catalog: Catalog) -> Status:
         pending,
         model,
         _last_metrics(catalog, lineage),
+        _last_gate(catalog, lineage),
     )
+
+
+def _last_gate(catalog: Catalog, lineage: list[int]) -> dict[str, Any] | None:
+    """The quality gate's newest decision on the lineage, with its figures."""
+    rows = catalog.rows(LAST_GATE_SQL, [lineage])
+    if not rows:
+        return None
+    model_id, version, current, decision, reason, held_out, figures = rows[0]
+    return {
+        "model_id": model_id,
+        "version": version,
+        "current_model_id": current,
+        "decision": decision,
+        "reason": reason,
+        "holdout_rows": held_out,
+        "figures": json.loads(figures),
+    }
 
 
 def _pending_update(catalog: Catalog, lineage: list[int]) -> list[int]:

@@ -28,6 +28,7 @@ VERSIONED_TABLES = (
     "item_features",
     "metrics",
     "models",
+    "gate_decisions",
     "stages",
 )
 

@@ -4,22 +4,30 @@ Starting from the model that serves as of the base version, each pending version
 delta is learned by ``partial_fit``, mixed with a replay sample of older ratings so that
 the model does not drift towards the newest data only. ``full`` refits from scratch on all
 clean data as of the head, as the reference an incremental model is judged against.
+
+The newest model of a run is a candidate: the quality gate (:mod:`incr_cli.gate`) promotes
+it only if a twin of it, trained without the newest share of the last delta, scores no
+worse than the reference model on those held-out rows. A refused candidate is kept and
+recorded as rejected, with every model of its run, and never serves.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .artifacts import ModelRecord, load_model, save_model, serving_model
-from .catalog import Catalog
+from .catalog import Catalog, now
 from .config import Config
-from .errors import NothingToDo, UsageError
+from .errors import GateRefused, NothingToDo, UsageError
+from .gate import FORCED, PROMOTED, REJECTED, judge, score
 
 if TYPE_CHECKING:
     # NOTE: imported lazily at run time: numba's import is slow for commands that never train.
@@ -41,6 +49,11 @@ WHERE list_contains($lineage, version)
 ORDER BY hash(user_id, item_id, version, $seed) LIMIT $n
 """
 
+# One delta's clean rows, oldest first, so that its newest share is its tail.
+DELTA_SQL = "SELECT user_id, item_id, rating FROM ratings_clean WHERE version = $v ORDER BY ts"
+
+DECISION_SQL = "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
 
 @dataclass
 class UpdateResult:
@@ -53,6 +66,8 @@ class UpdateResult:
     users: int
     items: int
     seconds: float
+    decision: str = PROMOTED
+    reasons: list[str] = field(default_factory=list)
 
 
 def new_model(config: Config) -> Any:
@@ -90,12 +105,43 @@ def update(
     *,
     since: int | None = None,
     full: bool = False,
+    force: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[UpdateResult]:
-    """Train the model on the versions after ``since`` (default: the serving model's)."""
+    """Train a candidate on the versions after ``since`` and promote it if the gate allows.
+
+    Parameters
+    ----------
+    catalog
+        An open catalog, opened for writing.
+    since
+        Start from the model trained through this version (default: the serving model's).
+    full
+        Refit from scratch on all clean data as of the head.
+    force
+        Promote the candidate even if the gate would refuse it; the decision is recorded
+        as ``forced`` with the reasons.
+    progress
+        Called with a short note before each step.
+
+    Returns
+    -------
+    list of UpdateResult
+        One per model trained, the candidate last.
+
+    Raises
+    ------
+    GateRefused
+        After committing the candidate as rejected, when it fails the gate.
+    NothingToDo, UsageError
+        Before any change, when there is nothing to learn or an option is wrong.
+    """
     head = catalog.require_head()
     lineage = catalog.lineage()
     cleaned = {v for v in lineage if catalog.stage_done(v, "clean")}
+    # The gate's reference has learned neither the held-out delta (the head) nor anything
+    # after it; it is chosen before training, which adds newer models to the catalog.
+    reference = serving_model(catalog, lineage[-2]) if len(lineage) > 1 else None
     if full:
         if since is not None:
             raise UsageError("--full retrains on all data and takes no --since; drop one")
@@ -103,7 +149,9 @@ def update(
         if not_clean:
             raise UsageError(f"v{not_clean[0]} is not cleaned yet; run 'incr clean' first")
         with catalog.transaction():
-            return [_fit_full(catalog, lineage, progress)]
+            results = [_fit_full(catalog, lineage, progress)]
+            _gate(catalog, results, None, reference, force)
+        return _refuse_or_return(results, reference)
 
     if since is not None:
         catalog.require(since)
@@ -131,15 +179,140 @@ def update(
     if base is None:
         # No model yet: one fit on all clean data stands for every version so far.
         with catalog.transaction():
-            return [_fit_full(catalog, lineage, progress)]
+            results = [_fit_full(catalog, lineage, progress)]
+            _gate(catalog, results, None, reference, force)
+        return _refuse_or_return(results, reference)
 
     results = []
     with catalog.transaction():
         for version in todo:
+            last_base = base
             result = _learn_delta(catalog, version, base, progress)
             base = result[1]
             results.append(result[0])
+        _gate(catalog, results, last_base, reference, force)
+    return _refuse_or_return(results, reference)
+
+
+def _refuse_or_return(
+    results: list[UpdateResult], reference: ModelRecord | None
+) -> list[UpdateResult]:
+    """The results, or, once the rejected candidate is committed, the gate's refusal."""
+    candidate = results[-1]
+    if candidate.decision == REJECTED:
+        raise GateRefused(
+            candidate.version,
+            candidate.model_id,
+            reference.model_id if reference else None,
+            candidate.reasons,
+        )
     return results
+
+
+def _gate(
+    catalog: Catalog,
+    results: list[UpdateResult],
+    base: ModelRecord | None,
+    reference: ModelRecord | None,
+    force: bool,
+) -> None:
+    """Judge the run's candidate and record the decision for every model of the run.
+
+    A twin of the candidate learns what the candidate learned from ``base`` (a fresh fit
+    when ``None``) except the newest ``gate.holdout`` share of the last delta by time; the
+    twin and ``reference`` are then scored on those held-out rows.
+    """
+    config = catalog.config.gate
+    candidate = results[-1]
+    reasons: list[str] = []
+    figures: dict[str, dict[str, float | None]] = {}
+    held_out = 0
+    if config.enabled:
+        X, y = _arrays(catalog, DELTA_SQL, {"v": candidate.version})
+        held_out = int(len(y) * config.holdout)
+    if held_out:
+        fit_X, fit_y, test_X, test_y = X[:-held_out], y[:-held_out], X[-held_out:], y[-held_out:]
+        twin = _twin(catalog, candidate.version, base, fit_X, fit_y, test_X)
+        names = list(config.metrics)
+        reference_figures = None
+        if reference is not None:
+            reference_figures = score(load_model(catalog, reference), test_X, test_y, names)
+        judgement = judge(
+            config.metrics,
+            score(twin, test_X, test_y, names),
+            reference_figures,
+            f"the current model m{reference.model_id}" if reference else "the current model",
+        )
+        reasons, figures = judgement.reasons, judgement.figures
+    decision = PROMOTED if not reasons else FORCED if force else REJECTED
+
+    if not config.enabled:
+        note = "gate disabled"
+    elif not held_out:
+        # NOTE: too few rows to hold any out; the gate cannot judge, so it does not block.
+        note = f"not judged: v{candidate.version} has too few rows to hold out a share"
+    else:
+        note = "; ".join(reasons) or "passed the gate"
+    created = now()
+    for result in results:
+        result.decision, result.reasons = decision, reasons
+        reason = note if result is candidate else f"learned on the way to m{candidate.model_id}"
+        catalog.con.execute(
+            DECISION_SQL,
+            [
+                result.model_id,
+                result.version,
+                candidate.model_id,
+                reference.model_id if reference else None,
+                decision,
+                reason,
+                held_out,
+                json.dumps(_finite(figures), sort_keys=True),
+                created,
+            ],
+        )
+    log.debug("gate: m%d %s (%s)", candidate.model_id, decision, note)
+
+
+def _finite(figures: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
+    # NOTE: JSON has no infinity; a diverged model's figures are stored as null.
+    return {
+        name: {key: v if v is None or math.isfinite(v) else None for key, v in values.items()}
+        for name, values in figures.items()
+    }
+
+
+def _twin(
+    catalog: Catalog,
+    version: int,
+    base: ModelRecord | None,
+    fit_X: np.ndarray,
+    fit_y: np.ndarray,
+    test_X: np.ndarray,
+) -> Any:
+    """A model trained as the candidate was, but without the held-out rows ``test_X``."""
+    config = catalog.config
+    if base is None:
+        X, y = _arrays(catalog, AS_OF_SQL, {"lineage": catalog.lineage(version)})
+        held = {(u, i) for u, i in test_X}
+        keep = np.fromiter(((u, i) not in held for u, i in X), dtype=bool, count=len(y))
+        twin = new_model(config)
+        twin.fit(X[keep], y[keep])
+        return twin
+    twin = load_model(catalog, base)
+    twin.set_params(**_refreshed_params(config))
+    # The same replay sample as the candidate's, sized by the whole delta as there.
+    n_replay = int(round(config.model.replay_ratio * (len(fit_y) + len(test_X))))
+    if n_replay:
+        older = catalog.lineage(version)[:-1]
+        Xr, yr = _arrays(
+            catalog,
+            REPLAY_SQL,
+            {"lineage": older, "seed": config.model.seed + version, "n": n_replay},
+        )
+        fit_X, fit_y = np.concatenate([fit_X, Xr]), np.concatenate([fit_y, yr])
+    twin.partial_fit(fit_X, fit_y)
+    return twin
 
 
 def _learn_delta(
@@ -151,11 +324,7 @@ def _learn_delta(
     """Learn one clean delta, mixed with a replay sample of older ratings, from ``base``."""
     started = time.perf_counter()
     config = catalog.config
-    X, y = _arrays(
-        catalog,
-        "SELECT user_id, item_id, rating FROM ratings_clean WHERE version = $v ORDER BY ts",
-        {"v": version},
-    )
+    X, y = _arrays(catalog, DELTA_SQL, {"v": version})
     replayed = 0
     model = load_model(catalog, base)
     model.set_params(**_refreshed_params(config))

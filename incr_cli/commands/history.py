@@ -80,6 +80,7 @@ def log(
         "stages",
         "models",
         "rmse",
+        "gate",
     ):
         table.add_column(column)
     for i in infos:
@@ -94,6 +95,7 @@ def log(
             ",".join(i.stages),
             ",".join(f"m{m}" for m in i.models) or "-",
             fmt(i.rmse),
+            "\n".join(f"m{g['model_id']} {g['decision']}: {g['reason']}" for g in i.gate) or "-",
             style="bold" if i.state == "head" else ("dim" if i.state == "rolled back" else None),
         )
     if infos:
@@ -134,6 +136,9 @@ def status(
         out.line(f"model    m{m['model_id']} ({m['kind']}) trained through v{m['version']}")
     else:
         out.line("model    none yet (run 'incr update')")
+    if s.last_gate and s.last_gate["decision"] != "promoted":
+        g = s.last_gate
+        out.line(f"gate     m{g['model_id']} of v{g['version']} {g['decision']}: {g['reason']}")
     if s.last_metrics:
         model_figures = s.last_metrics["figures"].get("model", {})
         base = s.last_metrics["figures"].get("global_mean", {})

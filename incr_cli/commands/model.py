@@ -35,6 +35,10 @@ def update(
     full: Annotated[
         bool, typer.Option("--full", help="Retrain from scratch on all clean data.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Promote the candidate even if the quality gate refuses it."),
+    ] = False,
     catalog: CatalogOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
@@ -42,22 +46,33 @@ def update(
     debug: DebugOpt = False,
     wait: WaitOpt = None,
 ) -> None:
-    """Train the model on the clean data of the versions after its own.
+    """Train a candidate on the versions after the model's own; promote it if the gate allows.
+
+    A candidate the quality gate refuses is kept as rejected and the command exits with 8.
 
     Example: incr update --since v12
     """
     common = Common(catalog, config, json, quiet, debug, wait)
     out = Output(common)
     base = parse_version(since) if since is not None else None
-    args = {"since": since, "full": full}
+    args = {"since": since, "full": full, "force": force}
     with session(common, "update", args) as cat, out.progress("update", None) as progress:
-        results = update_model(cat, since=base, full=full, progress=progress)
+        results = update_model(cat, since=base, full=full, force=force, progress=progress)
     for r in results:
         replay = f" + {r.rows_replayed} replayed" if r.rows_replayed else ""
         out.line(
             f"v{r.version}: {r.kind} model m{r.model_id} trained on {r.rows_trained} rows"
             f"{replay} ({r.users} users, {r.items} items) in {r.seconds:.2f} s"
         )
+    candidate = results[-1]
+    if candidate.decision == "forced":
+        out.err.print(
+            f"incr: warning: m{candidate.model_id} promoted by --force despite the gate: "
+            + "; ".join(candidate.reasons),
+            highlight=False,
+        )
+    else:
+        out.line(f"m{candidate.model_id} {candidate.decision} by the quality gate")
     out.result(results)
 
 

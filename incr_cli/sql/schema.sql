@@ -121,3 +121,18 @@ CREATE TABLE IF NOT EXISTS metrics (
     value DOUBLE,
     created_at TIMESTAMP NOT NULL
 );
+
+-- The quality gate's decision on every model 'incr update' trains: promoted, rejected
+-- (kept, but never serving) or forced (promoted by --force despite the gate). Figures
+-- holds, per metric, the candidate's and the current model's values and the limit applied.
+CREATE TABLE IF NOT EXISTS gate_decisions (
+    model_id INTEGER PRIMARY KEY,
+    version INTEGER NOT NULL,
+    candidate_id INTEGER NOT NULL,
+    current_model_id INTEGER,
+    decision VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    holdout_rows BIGINT NOT NULL,
+    figures VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
