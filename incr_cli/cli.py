@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from . import __version__
-from .commands import data, history, integrity, model
+from .commands import data, history, integrity, model, recommend
 from .errors import ExitCode, IncrError
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ app.command()(history.log)
 app.command()(history.status)
 app.command()(integrity.verify)
 app.command()(integrity.gc)
+app.command()(recommend.recommend)
 
 
 def _version(value: bool) -> None:
