@@ -169,8 +169,11 @@ def test_report_lists_every_evaluated_delta(cycled: Cli, tmp_path: Path) -> None
     out = tmp_path / "report.md"
     result, _ = cycled("evaluate", "--report", "--output", str(out))
     assert result["report"]["path"] == str(out)
-    assert [row["version"] for row in result["report"]["rows"]] == [2, 3]
-    assert out.read_text().count("\n| v") == 2
+    # Every version on the lineage has a row; the first has no model before it to score.
+    assert [row["version"] for row in result["report"]["rows"]] == [1, 2, 3]
+    assert [row["model_version"] for row in result["report"]["rows"]] == [None, 1, 2]
+    assert result["report"]["html_path"] == str(out.with_suffix(".html"))
+    assert out.with_suffix(".html").is_file()
 
 
 def test_update_since_relearns_from_an_earlier_model(cycled: Cli) -> None:

@@ -1,4 +1,4 @@
-"""Tests of test-then-train evaluation and of the report built from its figures."""
+"""Tests of test-then-train evaluation; the report is tested in test_report.py."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from incr_cli.catalog import Catalog, Invocation, open_catalog
 from incr_cli.config import Config, EvaluateConfig
 from incr_cli.errors import NothingToDo, UsageError, VersionNotFound
 from incr_cli.evaluate import ITEM_DAMPING, SYSTEMS, USER_DAMPING, evaluate
-from incr_cli.report import REPORT_COLUMNS, report
 from incr_cli.synthetic import write_deltas
 
 N_DELTAS = 4
@@ -266,73 +265,6 @@ def test_reevaluating_replaces_the_rows_rather_than_adding_to_them(tmp_path, del
         evaluate(catalog, model_version=1)
         assert catalog.one("SELECT count(DISTINCT version) FROM metrics") == 2
         assert catalog.one("SELECT count(*) FROM stages WHERE stage = 'evaluate'") == 0
-
-
-# --- the report -----------------------------------------------------------------------
-
-# Where each measured column of the report comes from in an evaluation's figures.
-REPORTED = {
-    "rmse": ("model", "rmse"),
-    "mae": ("model", "mae"),
-    "global_mean_rmse": ("global_mean", "rmse"),
-    "precision_at_k": ("model", "precision"),
-    "recall_at_k": ("model", "recall"),
-    "ndcg_at_k": ("model", "ndcg"),
-    "most_popular_ndcg_at_k": ("most_popular", "ndcg"),
-}
-
-
-def test_report_has_one_row_per_evaluated_delta(tmp_path, delta_files):
-    with _open(tmp_path / "c.duckdb") as catalog:
-        _load(catalog, delta_files)
-        results = [evaluate(catalog, model_version=v) for v in (1, 3)]
-        # An older evaluation of v2 by another model is superseded by the latest one.
-        catalog.con.execute(
-            "INSERT INTO metrics VALUES (2, 999, 'model', 'rmse', 9.0, TIMESTAMP '2000-01-01')"
-        )
-        results.insert(1, evaluate(catalog, model_version=2))
-
-        written = report(catalog)
-        default_path = catalog.report_dir / "report-v4.md"
-
-    assert written.path == default_path
-    assert written.columns == list(REPORT_COLUMNS)
-    assert [row["version"] for row in written.rows] == [2, 3, 4]
-    for row, result in zip(written.rows, results, strict=True):
-        assert row["model_version"] == result.model_version
-        assert row["rows"] == result.rows
-        assert row["k"] == result.k
-        for column, (system, metric) in REPORTED.items():
-            assert row[column] == pytest.approx(result.metrics[system][metric], rel=1e-15)
-
-    text = default_path.read_text()
-    table = [line for line in text.splitlines() if line.startswith("| v")]
-    assert len(table) == 3
-    assert table[0].startswith(f"| v2 | v1 | {results[0].rows} | 10 | ")
-    assert f"{results[0].metrics['model']['rmse']:.4f}" in table[0]
-    assert "test-then-train" in text
-    assert "Head: v4" in text
-    assert not list(default_path.parent.glob("*.tmp"))
-
-
-def test_report_goes_to_the_given_path(tmp_path, delta_files):
-    target = tmp_path / "out" / "nested" / "r.md"
-    with _open(tmp_path / "c.duckdb") as catalog:
-        _load(catalog, delta_files[:2])
-        evaluate(catalog)
-        written = report(catalog, target)
-
-    assert written.path == target
-    assert target.read_text().count("\n| v") == 1
-
-
-def test_report_without_an_evaluation_asks_for_one(tmp_path, delta_files):
-    with _open(tmp_path / "c.duckdb") as catalog:
-        _load(catalog, delta_files[:2])
-
-        with pytest.raises(NothingToDo, match="run 'incr evaluate' first"):
-            report(catalog)
-        assert not catalog.report_dir.exists()
 
 
 # --- the biases baseline, stability and the full retrain beside the model -------------

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..catalog import parse_version
 from ..evaluate import evaluate as evaluate_model
-from ..report import REPORT_COLUMNS
+from ..report import DATA_COLUMNS
 from ..report import report as write_report
 from ..update import update as update_model
 from ._common import (
@@ -123,17 +123,28 @@ def evaluate(
         table.add_row(system, *(fmt(values.get(name)) for name in names))
     out.table(table)
     if summary is not None:
-        report_table = Table(title="evaluations on the head's lineage")
-        for column in summary.columns:
-            report_table.add_column(REPORT_COLUMNS.get(column, column), justify="right")
+        # One row per figure and one column per version, each value with its change.
+        report_table = Table(title="the head's lineage: each figure and its change")
+        report_table.add_column("figure")
         for row in summary.rows:
-            report_table.add_row(*(_cell(row.get(column)) for column in summary.columns))
+            model_of = f" (m. v{row['model_version']})" if row["model_version"] else ""
+            report_table.add_column(f"v{row['version']}{model_of}", justify="right")
+        names = list(DATA_COLUMNS)[2:] + [
+            f"{s}.{m}" for m in summary.metrics for s in summary.systems
+        ]
+        for name in (n for n in names if n in summary.columns):
+            cells = zip(summary.rows, summary.changes[name], strict=True)
+            heading = DATA_COLUMNS.get(name, name)
+            report_table.add_row(heading, *(_with_change(r[name], c) for r, c in cells))
         out.table(report_table)
-        out.line(f"report written to {summary.path}")
+        out.line(f"report written to {summary.path} and {summary.html_path}")
     out.result({"evaluation": result, "report": summary})
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        return fmt(value)
-    return "-" if value is None else str(value)
+def _with_change(value: float | None, change: float | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        text = str(value)
+        return text if change is None else f"{text} ({int(change):+d})"
+    return fmt(value) if change is None else f"{fmt(value)} ({change:+.4f})"
