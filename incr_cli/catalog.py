@@ -262,20 +262,21 @@ class _Lock:
                 f"catalog is busy: {self._holder()}; try again later or raise --wait "
                 f"(waited {wait:g} s)"
             ) from None
-        self.info.write_text(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "command": self.command,
-                    "since": now().isoformat(),
-                }
-            )
-        )
+        note = {
+            "pid": os.getpid(),
+            "command": self.command,
+            "since": now().isoformat(sep=" ", timespec="seconds"),
+        }
+        # Written under another name and renamed, so that a process refused as busy never
+        # reads half a note.
+        partial = self.info.with_name(f"{self.info.name}.{os.getpid()}")
+        partial.write_text(json.dumps(note))
+        os.replace(partial, self.info)
 
     def _holder(self) -> str:
         try:
             info = json.loads(self.info.read_text())
-            return f"pid {info['pid']} is running {info['command']!r} since {info['since']}"
+            return f"pid {info['pid']} is running {info['command']!r} since {info['since']} UTC"
         except (OSError, ValueError, KeyError):
             return "another incr process holds its lock"
 

@@ -5,8 +5,10 @@ These tests run the installed executable as separate processes, as cron would.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +59,25 @@ def verify(catalog: Path) -> None:
     assert result.ok, result.problems
 
 
+def lock_note(catalog: Path) -> dict | None:
+    """The note naming the process that holds the catalog's lock, if there is one."""
+    try:
+        return json.loads(Path(str(catalog) + ".lock.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def wait_for_lock(catalog: Path, proc: subprocess.Popen[str]) -> bool:
+    """Wait until ``proc`` holds the catalog's lock; False if it ended first."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        note = lock_note(catalog)
+        if note is not None and note["pid"] == proc.pid:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def ingested_sources(catalog: Path) -> list[str]:
     with duckdb.connect(str(catalog), read_only=True) as con:
         return [row[0] for row in con.execute("SELECT source_path FROM versions").fetchall()]
@@ -90,22 +111,44 @@ def test_a_writer_that_cannot_wait_is_told_who_holds_the_catalog(
     assert run(catalog, "ingest", str(files[0])).returncode == 0
     assert run(catalog, "clean").returncode == 0
     holder = start(catalog, "update")
-    time.sleep(0.3)
-    # Wait until the holder has taken the lock (it writes its note when it has).
-    note = Path(str(catalog) + ".lock.json")
-    deadline = time.monotonic() + 30
-    while not note.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert wait_for_lock(catalog, holder)
+    note = lock_note(catalog)
     refused = run(catalog, "ingest", str(files[1]), "--wait", "0")
     reader = run(catalog, "status")
     assert finish(holder)[0] == 0
 
     assert refused.returncode == ExitCode.BUSY
-    assert f"pid {holder.pid} is running 'update'" in refused.stderr
+    assert note is not None
+    assert (
+        f"catalog is busy: pid {holder.pid} is running 'update' since {note['since']} UTC; "
+        "try again later or raise --wait (waited 0 s)"
+    ) in refused.stderr
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", note["since"])
     assert refused.stderr.count("\n") == 1
     # A reader waits for the writer rather than failing.
     assert reader.returncode == 0
     assert ingested_sources(catalog) == [str(files[0].resolve())]
+
+
+def test_a_lock_left_by_a_killed_writer_does_not_block_the_next_run(
+    tmp_path: Path, files: list[Path]
+) -> None:
+    catalog = tmp_path / "catalog.duckdb"
+    assert run(catalog, "ingest", str(files[0])).returncode == 0
+    assert run(catalog, "clean").returncode == 0
+    holder = start(catalog, "update")
+    assert wait_for_lock(catalog, holder)
+    os.kill(holder.pid, signal.SIGKILL)
+    finish(holder)
+    # The dead holder's note is still there; its lock is not.
+    assert lock_note(catalog)["pid"] == holder.pid
+
+    after = run(catalog, "ingest", str(files[1]), "--wait", "0")
+
+    assert after.returncode == 0, after.stderr
+    assert ingested_sources(catalog) == [str(p.resolve()) for p in files[:2]]
+    assert lock_note(catalog) is None
+    verify(catalog)
 
 
 def test_mixed_writers_each_file_once_or_refused_busy(tmp_path: Path, files: list[Path]) -> None:
@@ -135,7 +178,7 @@ KILLABLE = ("ingest", "clean", "featurize", "update", "rollback")
 def test_random_kills_never_lose_or_double_a_row(tmp_path: Path, files: list[Path]) -> None:
     rng = random.Random(20261204)
     catalog = tmp_path / "catalog.duckdb"
-    kills = 0
+    kills = killed_working = 0
     killed: Counter[str] = Counter()
     pending = list(files)
     while kills < 50:
@@ -150,11 +193,19 @@ def test_random_kills_never_lose_or_double_a_row(tmp_path: Path, files: list[Pat
             args = (command,)
 
         proc = start(catalog, *args)
-        time.sleep(rng.uniform(0.05, 1.2))
+        # Half the kills land anywhere, start-up included; the other half once the
+        # command holds the lock, that is while it reads and writes the catalog.
+        working = False
+        if rng.random() < 0.5:
+            time.sleep(rng.uniform(0.05, 1.5))
+        else:
+            working = wait_for_lock(catalog, proc)
+            time.sleep(rng.uniform(0, 0.15))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
             killed[command] += 1
+            killed_working += working
         finish(proc)
 
         if catalog.exists():
@@ -192,3 +243,5 @@ def test_random_kills_never_lose_or_double_a_row(tmp_path: Path, files: list[Pat
     assert recorded == held
     assert sources == []
     assert set(killed) == set(KILLABLE), killed
+    # Enough kills hit a command at work for the test to mean something.
+    assert killed_working >= 10, killed_working
