@@ -96,13 +96,14 @@ _PARAM_RULES: dict[str, _Interval] = {
 }
 
 
-@njit(cache=True)
+# NOTE: fastmath lets LLVM reorder the dot product's sums, so the last bits of a result
+# can differ between machines; on one machine a seeded run is still exactly repeatable.
+@njit(cache=True, fastmath=True)
 def _sgd_epoch(
     users: np.ndarray,
     items: np.ndarray,
     ratings: np.ndarray,
     weights: np.ndarray,
-    order: np.ndarray,
     mu: float,
     bu: np.ndarray,
     bi: np.ndarray,
@@ -114,23 +115,28 @@ def _sgd_epoch(
     update_users: bool,
     update_items: bool,
 ) -> float:
-    """Run one SGD pass over ``order`` in place; return the weighted squared error.
+    """Run one SGD pass over the rows in the order given, in place; return the weighted
+    squared error.
 
-    ``update_users`` / ``update_items`` freeze one side, so the same kernel
-    serves the full pass (both true) and the fold-in passes (one true).
+    The rows come already shuffled and gathered into contiguous arrays: reading them in
+    order lets the processor prefetch them, which doubles the speed of a pass over
+    reading them through a permutation. ``update_users`` / ``update_items`` freeze one
+    side, so the same kernel serves the full pass (both true) and the fold-in passes
+    (one true); the test is made once per row, outside the loop over factors.
     """
     n_factors = P.shape[1]
     sq_err = 0.0
-    for idx in range(order.shape[0]):
-        row = order[idx]
+    for row in range(users.shape[0]):
         u = users[row]
         i = items[row]
         w = weights[row]
+        pu = P[u]
+        qi = Q[i]
 
         # e = r_ui - (mu + b_u + b_i + p_u . q_i)
         dot = 0.0
         for f in range(n_factors):
-            dot += P[u, f] * Q[i, f]
+            dot += pu[f] * qi[f]
         err = ratings[row] - (mu + bu[u] + bi[i] + dot)
         sq_err += w * err * err
 
@@ -138,20 +144,26 @@ def _sgd_epoch(
         # so a row of weight 0 changes nothing and weight 1 is plain SGD.
         step = lr * w
 
-        # b_u += lr * w * (e - reg_bias * b_u), and the same for b_i
-        if update_users:
+        # b_u += lr * w * (e - reg_bias * b_u), and the same for b_i;
+        # p_u += lr * w * (e * q_i - reg * p_u), and q_i uses the old p_u
+        if update_users and update_items:
             bu[u] += step * (err - reg_bias * bu[u])
-        if update_items:
             bi[i] += step * (err - reg_bias * bi[i])
-
-        # p_u += lr * w * (e * q_i - reg * p_u); q_i uses the old p_u
-        for f in range(n_factors):
-            pu = P[u, f]
-            qi = Q[i, f]
-            if update_users:
-                P[u, f] = pu + step * (err * qi - reg * pu)
-            if update_items:
-                Q[i, f] = qi + step * (err * pu - reg * qi)
+            for f in range(n_factors):
+                a = pu[f]
+                b = qi[f]
+                pu[f] = a + step * (err * b - reg * a)
+                qi[f] = b + step * (err * a - reg * b)
+        elif update_users:
+            bu[u] += step * (err - reg_bias * bu[u])
+            for f in range(n_factors):
+                a = pu[f]
+                pu[f] = a + step * (err * qi[f] - reg * a)
+        elif update_items:
+            bi[i] += step * (err - reg_bias * bi[i])
+            for f in range(n_factors):
+                b = qi[f]
+                qi[f] = b + step * (err * pu[f] - reg * b)
     return sq_err
 
 
@@ -253,12 +265,12 @@ class BiasedMF(RegressorMixin, BaseEstimator):
         Initial learning rate.
     reg : float, default=0.05
         L2 penalty on the factors.
-    reg_bias : float, default=0.02
+    reg_bias : float, default=0.2
         L2 penalty on the biases.
     init_std : float, default=0.1
         Scale of the random factor initialisation (divided by
         ``sqrt(n_factors)``).
-    lr_decay : float, default=0.95
+    lr_decay : float, default=1.0
         Factor applied to the learning rate after every epoch.
     partial_epochs : int, default=5
         SGD passes over the whole batch in each later ``partial_fit`` call.
@@ -313,9 +325,9 @@ class BiasedMF(RegressorMixin, BaseEstimator):
         n_epochs: int = 20,
         lr: float = 0.01,
         reg: float = 0.05,
-        reg_bias: float = 0.02,
+        reg_bias: float = 0.2,
         init_std: float = 0.1,
-        lr_decay: float = 0.95,
+        lr_decay: float = 1.0,
         partial_epochs: int = 5,
         random_state: int | None = 0,
         min_rating: float | None = None,
@@ -574,11 +586,10 @@ class BiasedMF(RegressorMixin, BaseEstimator):
             started = time.perf_counter()
             order = rng.permutation(rows)
             sq_err = _sgd_epoch(
-                users,
-                items,
-                ratings,
-                weights,
-                order,
+                users[order],
+                items[order],
+                ratings[order],
+                weights[order],
                 mu,
                 bu,
                 bi,

@@ -95,7 +95,7 @@ def test_fit_beats_global_mean_on_held_out(fitted, split):
     assert model_rmse < 0.9 * baseline_rmse
 
 
-def test_partial_fit_on_second_half_is_close_to_fit_on_all(split):
+def test_partial_fit_on_second_half_with_replay_is_close_to_fit_on_all(split):
     X_train, y_train, X_test, y_test = split
     half = y_train.size // 2
     # Every rating gets as many SGD passes incrementally as in the full fit.
@@ -104,7 +104,14 @@ def test_partial_fit_on_second_half_is_close_to_fit_on_all(split):
     full = BiasedMF(**params).fit(X_train, y_train)
     incremental = BiasedMF(**params).fit(X_train[:half], y_train[:half])
     half_rmse = rmse(incremental.predict(X_test), y_test)
-    incremental.partial_fit(X_train[half:], y_train[half:])
+
+    # As `incr update` does: the new half mixed with as many older ratings, drawn at
+    # random, so that the older half is not forgotten under a constant learning rate.
+    replay = np.random.default_rng(2).choice(half, size=y_train.size - half, replace=False)
+    incremental.partial_fit(
+        np.concatenate([X_train[half:], X_train[replay]]),
+        np.concatenate([y_train[half:], y_train[replay]]),
+    )
 
     full_rmse = rmse(full.predict(X_test), y_test)
     incremental_rmse = rmse(incremental.predict(X_test), y_test)
