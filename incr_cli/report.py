@@ -139,7 +139,7 @@ def report(catalog: Catalog, output: Path | None = None) -> ReportResult:
         raise NothingToDo("no evaluation yet; run 'incr evaluate' first")
 
     # The data of each version, then the figures of its latest evaluation beside it.
-    rows = {v: {name: None for name in DATA_COLUMNS} for v in lineage}
+    rows: dict[int, dict[str, Any]] = {v: dict.fromkeys(DATA_COLUMNS) for v in lineage}
     for version, read, rejected, clean in catalog.rows(DATA_SQL, {"lineage": lineage}):
         rows[version] |= {"version": version, "rows_read": read, "rows_rejected": rejected}
         rows[version] |= {"rows_clean": clean, "new_users": 0, "new_items": 0}

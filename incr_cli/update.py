@@ -25,7 +25,7 @@ import numpy as np
 
 from .artifacts import ModelRecord, load_model, save_model, serving_model
 from .catalog import Catalog, now
-from .config import Config
+from .config import Config, GateMetric
 from .errors import GateRefused, NothingToDo, UsageError
 from .gate import FORCED, PROMOTED, REJECTED, judge, score
 
@@ -233,12 +233,13 @@ def _gate(
     if held_out:
         fit_X, fit_y, test_X, test_y = X[:-held_out], y[:-held_out], X[-held_out:], y[-held_out:]
         twin = _twin(catalog, candidate.version, base, fit_X, fit_y, test_X)
-        names = list(config.metrics)
+        rules: dict[str, GateMetric] = {str(k): v for k, v in config.metrics.items()}
+        names = list(rules)
         reference_figures = None
         if reference is not None:
             reference_figures = score(load_model(catalog, reference), test_X, test_y, names)
         judgement = judge(
-            config.metrics,
+            rules,
             score(twin, test_X, test_y, names),
             reference_figures,
             f"the current model m{reference.model_id}" if reference else "the current model",
