@@ -142,7 +142,9 @@ class Catalog:
                 UNION ALL
                 SELECT v.parent, chain.depth + 1
                 FROM versions v JOIN chain ON v.version = chain.version
-                WHERE v.parent IS NOT NULL
+                -- A parent is always older than its child; the second test keeps a
+                -- damaged catalog whose parents form a loop from recursing forever.
+                WHERE v.parent IS NOT NULL AND v.parent < v.version
             )
             SELECT version FROM chain ORDER BY depth DESC
             """,

@@ -80,7 +80,18 @@ def verify(catalog: Catalog) -> VerifyResult:
 
     # Every parent exists, and the numbers never run past the last one handed out.
     for version, parent in sorted(versions.items()):
-        if parent is not None and parent not in versions:
+        if parent is not None and parent >= version:
+            # A parent is made before its child, so its number is smaller; anything else
+            # is damage, and a loop of parents would otherwise never end a lineage.
+            problems.append(
+                Problem(
+                    "parent",
+                    version,
+                    f"v{version} names parent v{parent}, which is not older than it",
+                    "restore the catalog from a backup",
+                )
+            )
+        elif parent is not None and parent not in versions:
             problems.append(
                 Problem(
                     "parent",

@@ -96,6 +96,19 @@ def test_a_missing_parent_and_a_dangling_head_are_reported(
     assert all(p["repair"] for p in result["problems"])
 
 
+def test_parents_that_form_a_loop_are_reported_not_followed_forever(
+    branched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # v4's lineage is v1-v4; make v1 name v4 as its parent.
+    sql(branched, "UPDATE versions SET parent = 4 WHERE version = 1")
+    code, result = verify_json(branched, capsys)
+    assert code == 7
+    assert {(p["check"], p["version"]) for p in result["problems"]} >= {
+        ("parent", 1),
+        ("lineage", 4),
+    }
+
+
 def test_an_unreferenced_file_is_listed_but_not_a_failure(
     branched: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
