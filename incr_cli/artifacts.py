@@ -113,6 +113,10 @@ def save_model(
     )
 
 
+# A candidate the quality gate rejected is kept for the record but never used.
+NOT_REJECTED = "model_id NOT IN (SELECT model_id FROM gate_decisions WHERE decision = 'rejected')"
+
+
 def serving_model(catalog: Catalog, version: int) -> ModelRecord | None:
     """The model that serves as of ``version``: the newest one on its lineage.
 
@@ -122,7 +126,7 @@ def serving_model(catalog: Catalog, version: int) -> ModelRecord | None:
     """
     row = catalog.con.execute(
         f"SELECT {MODEL_COLUMNS} FROM models WHERE list_contains(?, version) "
-        "AND model_id NOT IN (SELECT model_id FROM gate_decisions WHERE decision = 'rejected') "
+        f"AND {NOT_REJECTED} "
         "ORDER BY version DESC, model_id DESC LIMIT 1",
         [catalog.lineage(version)],
     ).fetchone()
@@ -130,10 +134,15 @@ def serving_model(catalog: Catalog, version: int) -> ModelRecord | None:
 
 
 def model_at(catalog: Catalog, version: int, kind: str | None = None) -> ModelRecord | None:
-    """The newest model written for exactly ``version`` (of ``kind`` when given)."""
+    """The newest model written for exactly ``version`` (of ``kind`` when given).
+
+    A candidate the quality gate rejected is left out, as in ``serving_model``.
+    """
     row = catalog.con.execute(
         f"SELECT {MODEL_COLUMNS} FROM models WHERE version = ? "
-        "AND (? IS NULL OR kind = ?) ORDER BY model_id DESC LIMIT 1",
+        "AND (? IS NULL OR kind = ?) "
+        f"AND {NOT_REJECTED} "
+        "ORDER BY model_id DESC LIMIT 1",
         [version, kind, kind],
     ).fetchone()
     return None if row is None else _record(row)

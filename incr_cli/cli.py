@@ -62,6 +62,9 @@ def _root(
 def _configure_logging(debug: bool) -> None:
     logger = logging.getLogger("incr_cli")
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    # main() can run many times in one process (tests, embedding): one handler, not one a call.
+    for old in [h for h in logger.handlers if isinstance(h, RichHandler)]:
+        logger.removeHandler(old)
     handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
     logger.addHandler(handler)
     logging.captureWarnings(True)
