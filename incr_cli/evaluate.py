@@ -150,6 +150,7 @@ def evaluate(
     catalog: Catalog,
     *,
     model_version: int | None = None,
+    save: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> EvaluateResult:
     """Score a delta with the model trained before it, beside three baselines, and store it.
@@ -168,9 +169,9 @@ def evaluate(
     recommends an item the user rated before the delta. A model of the other kind (full
     retrain or incremental) made for the same version is scored beside the model.
 
-    Every figure is written to the ``metrics`` table in one transaction, replacing any
-    earlier evaluation of the same delta by the same model. No stage is recorded: a delta
-    may be evaluated any number of times.
+    With ``save``, every figure is written to the ``metrics`` table in one transaction,
+    replacing any earlier evaluation of the same delta by the same model. No stage is
+    recorded: a delta may be evaluated any number of times.
 
     Parameters
     ----------
@@ -178,6 +179,8 @@ def evaluate(
         An open catalog, opened for writing.
     model_version
         Evaluate the model trained through this version, on the delta after it.
+    save
+        Store the figures; without it the catalog is only read.
     progress
         Called with a short note before each step.
 
@@ -296,7 +299,8 @@ def evaluate(
         k=config.k,
         metrics=metrics,
     )
-    _store(catalog, result)
+    if save:
+        _store(catalog, result)
     log.debug(
         "evaluated v%d with model m%d in %.3f s",
         target,

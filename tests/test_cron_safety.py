@@ -130,6 +130,28 @@ def test_a_writer_that_cannot_wait_is_told_who_holds_the_catalog(
     assert ingested_sources(catalog) == [str(files[0].resolve())]
 
 
+def test_evaluate_without_saving_waits_for_a_writer_and_writes_nothing(
+    tmp_path: Path, files: list[Path]
+) -> None:
+    catalog = tmp_path / "catalog.duckdb"
+    for args in (("ingest", str(files[0])), ("clean",), ("update",)):
+        assert run(catalog, *args).returncode == 0
+    for args in (("ingest", str(files[1])), ("clean",)):
+        assert run(catalog, *args).returncode == 0
+    holder = start(catalog, "update")
+    assert wait_for_lock(catalog, holder)
+    refused = run(catalog, "evaluate", "--wait", "0")
+    reader = run(catalog, "evaluate", "--no-save")
+    assert finish(holder)[0] == 0
+
+    # Saving makes evaluate a writer, refused while the lock is held; --no-save reads.
+    assert refused.returncode == ExitCode.BUSY
+    assert reader.returncode == 0, reader.stderr
+    assert json.loads(reader.stdout)["evaluation"]["version"] == 2
+    with duckdb.connect(str(catalog), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM metrics").fetchone() == (0,)
+
+
 def test_a_lock_left_by_a_killed_writer_does_not_block_the_next_run(
     tmp_path: Path, files: list[Path]
 ) -> None:

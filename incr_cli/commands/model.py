@@ -90,6 +90,14 @@ def evaluate(
         Path | None,
         typer.Option(help="Report file [default: reports/report-vN.md beside the catalog]."),
     ] = None,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save/--no-save",
+            help="Store the figures in the catalog; --no-save only reads it, so it waits for "
+            "a writer instead of exiting busy.",
+        ),
+    ] = True,
     catalog: CatalogOpt = None,
     config: ConfigOpt = None,
     json: JsonOpt = False,
@@ -104,9 +112,9 @@ def evaluate(
     common = Common(catalog, config, json, quiet, debug, wait)
     out = Output(common)
     version = parse_version(model) if model is not None else None
-    args = {"model": model, "report": report, "output": output}
-    with session(common, "evaluate", args) as cat:
-        result = evaluate_model(cat, model_version=version)
+    args = {"model": model, "report": report, "output": output, "save": save}
+    with session(common, "evaluate", args, write=save) as cat:
+        result = evaluate_model(cat, model_version=version, save=save)
         summary = write_report(cat, output) if report else None
 
     figures = result.metrics
