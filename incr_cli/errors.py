@@ -61,6 +61,17 @@ class ConfigError(IncrError):
     exit_code = ExitCode.CONFIG
 
 
+class TrainingDiverged(ConfigError):
+    """SGD blew up: the model's parameters are no longer finite numbers. Nothing is saved."""
+
+    def __init__(self, version: int, lr: float) -> None:
+        self.version = version
+        super().__init__(
+            f"training on v{version} diverged (parameters became infinite or NaN) and nothing "
+            f"was saved; lower model.lr (now {lr:g}) or narrow ingest.rating_min/rating_max"
+        )
+
+
 class NothingToDo(IncrError):
     """The command found no work; the catalog is unchanged."""
 

@@ -26,7 +26,7 @@ import numpy as np
 from .artifacts import ModelRecord, load_model, save_model, serving_model
 from .catalog import Catalog, now
 from .config import Config, GateMetric
-from .errors import GateRefused, NothingToDo, UsageError
+from .errors import GateRefused, NothingToDo, TrainingDiverged, UsageError
 from .gate import FORCED, PROMOTED, REJECTED, judge, score
 
 if TYPE_CHECKING:
@@ -40,17 +40,23 @@ AS_OF_SQL = """
 SELECT user_id, item_id, rating FROM ratings_clean
 WHERE list_contains($lineage, version)
 QUALIFY row_number() OVER (PARTITION BY user_id, item_id ORDER BY version DESC, ts DESC) = 1
+ORDER BY version, ts, user_id, item_id
 """
 
 # A deterministic sample of older ratings: rows ordered by a seeded hash, the first n kept.
+# NOTE: every ORDER BY here is total: DuckDB reads and joins in parallel, so rows that tie
+# come back in any order, and the order of the rows is the order SGD learns them in.
 REPLAY_SQL = """
 SELECT user_id, item_id, rating FROM ratings_clean
 WHERE list_contains($lineage, version)
-ORDER BY hash(user_id, item_id, version, $seed) LIMIT $n
+ORDER BY hash(user_id, item_id, version, $seed), version, ts, user_id, item_id LIMIT $n
 """
 
 # One delta's clean rows, oldest first, so that its newest share is its tail.
-DELTA_SQL = "SELECT user_id, item_id, rating FROM ratings_clean WHERE version = $v ORDER BY ts"
+DELTA_SQL = """
+SELECT user_id, item_id, rating FROM ratings_clean WHERE version = $v
+ORDER BY ts, user_id, item_id, rating
+"""
 
 DECISION_SQL = "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
@@ -227,7 +233,11 @@ def _gate(
     reasons: list[str] = []
     figures: dict[str, dict[str, float | None]] = {}
     held_out = 0
-    if config.enabled:
+    # With nothing to compare against, only bounds can refuse; without any, the twin's
+    # training (a second full fit for a first model) would decide nothing.
+    bounded = any(r.min is not None or r.max is not None for r in config.metrics.values())
+    judged = config.enabled and (reference is not None or bounded)
+    if judged:
         X, y = _arrays(catalog, DELTA_SQL, {"v": candidate.version})
         held_out = int(len(y) * config.holdout)
     if held_out:
@@ -249,6 +259,8 @@ def _gate(
 
     if not config.enabled:
         note = "gate disabled"
+    elif not judged:
+        note = "not judged: no current model to compare with and no bounds configured"
     elif not held_out:
         # NOTE: too few rows to hold any out; the gate cannot judge, so it does not block.
         note = f"not judged: v{candidate.version} has too few rows to hold out a share"
@@ -303,17 +315,36 @@ def _twin(
     twin = load_model(catalog, base)
     twin.set_params(**_refreshed_params(config))
     # The same replay sample as the candidate's, sized by the whole delta as there.
-    n_replay = int(round(config.model.replay_ratio * (len(fit_y) + len(test_X))))
-    if n_replay:
-        older = catalog.lineage(version)[:-1]
-        Xr, yr = _arrays(
-            catalog,
-            REPLAY_SQL,
-            {"lineage": older, "seed": config.model.seed + version, "n": n_replay},
-        )
-        fit_X, fit_y = np.concatenate([fit_X, Xr]), np.concatenate([fit_y, yr])
-    twin.partial_fit(fit_X, fit_y)
+    Xr, yr = _replay(catalog, version, len(fit_y) + len(test_X))
+    twin.partial_fit(np.concatenate([fit_X, Xr]), np.concatenate([fit_y, yr]))
     return twin
+
+
+def _replay(catalog: Catalog, version: int, delta_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sample of older ratings replayed with ``version``'s delta of ``delta_rows`` rows.
+
+    ``model.replay_ratio`` times the delta's size, drawn from the versions before it on its
+    lineage. The draw is seeded by the delta's depth on the lineage rather than by its
+    number, so that a file ingested again after a rollback, as a new version at the same
+    place, replays the same sample and gives the same model.
+    """
+    n = int(round(catalog.config.model.replay_ratio * delta_rows))
+    older = catalog.lineage(version)[:-1]
+    if not n or not older:
+        return np.empty((0, 2), dtype=object), np.empty(0, dtype=np.float64)
+    seed = catalog.config.model.seed + len(older)
+    return _arrays(catalog, REPLAY_SQL, {"lineage": older, "seed": seed, "n": n})
+
+
+def _check_finite(model: Any, version: int, config: Config) -> None:
+    """Refuse a model whose SGD diverged, before it is saved or can serve.
+
+    A learning rate too large for the ratings' scale (say quantities of up to thousands
+    read as ratings) makes the updates grow without bound until they overflow.
+    """
+    learned = (model.user_bias_, model.item_bias_, model.user_factors_, model.item_factors_)
+    if not all(np.isfinite(values).all() for values in learned):
+        raise TrainingDiverged(version, config.model.lr)
 
 
 def _learn_delta(
@@ -326,20 +357,13 @@ def _learn_delta(
     started = time.perf_counter()
     config = catalog.config
     X, y = _arrays(catalog, DELTA_SQL, {"v": version})
-    replayed = 0
     model = load_model(catalog, base)
     model.set_params(**_refreshed_params(config))
-    n_replay = int(round(config.model.replay_ratio * len(y)))
-    if n_replay:
-        older = catalog.lineage(version)[:-1]
-        Xr, yr = _arrays(
-            catalog,
-            REPLAY_SQL,
-            {"lineage": older, "seed": config.model.seed + version, "n": n_replay},
-        )
-        replayed = len(yr)
-        X, y = np.concatenate([X, Xr]), np.concatenate([y, yr])
+    Xr, yr = _replay(catalog, version, len(y))
+    replayed = len(yr)
+    X, y = np.concatenate([X, Xr]), np.concatenate([y, yr])
     model.partial_fit(X, y, on_epoch=_epochs(progress, version))
+    _check_finite(model, version, config)
     seconds = time.perf_counter() - started
     record = save_model(
         catalog,
@@ -396,6 +420,7 @@ def _fit_full(
     X, y = _arrays(catalog, AS_OF_SQL, {"lineage": lineage})
     model = new_model(catalog.config)
     model.fit(X, y, on_epoch=_epochs(progress, head))
+    _check_finite(model, head, catalog.config)
     seconds = time.perf_counter() - started
     record = save_model(
         catalog,

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import duckdb
+import joblib
+import numpy as np
 import pytest
 
 from incr_cli.cli import main
@@ -281,3 +283,45 @@ def test_update_refuses_a_version_not_yet_cleaned(cycled: Cli) -> None:
     _, err = cycled("update", expect=2)
     assert "v4 is not cleaned yet; run 'incr clean' first" in err
     assert cycled.tables() == before
+
+
+def test_a_diverging_update_is_refused_and_saves_nothing(cycled: Cli, tmp_path: Path) -> None:
+    config = tmp_path / "hot.yaml"
+    config.write_text("model:\n  lr: 1.0\n")
+    cycled("ingest", str(SAMPLE[3]))
+    cycled("clean")
+    before = cycled.tables()
+    models = sorted((cycled.catalog.parent / "models").iterdir())
+
+    _, err = cycled("update", "--config", str(config), expect=4)
+
+    assert "training on v4 diverged" in err and "lower model.lr (now 1)" in err
+    assert err.count("\n") == 1
+    assert cycled.tables() == before
+    assert sorted((cycled.catalog.parent / "models").iterdir()) == models
+
+
+def _parameters(catalog: Path, model_id: int) -> dict[str, np.ndarray]:
+    [path] = (catalog.parent / "models").glob(f"*-m{model_id}.joblib")
+    model = joblib.load(path)
+    return {
+        name: getattr(model, name)
+        for name in ("user_bias_", "item_bias_", "user_factors_", "item_factors_")
+    }
+
+
+def test_the_same_files_give_bitwise_the_same_models(tmp_path: Path, capsys) -> None:
+    # Two catalogs fed the same files; the second also rolls back and learns v2 again.
+    one = Cli(tmp_path / "one" / "catalog.duckdb", capsys)
+    two = Cli(tmp_path / "two" / "catalog.duckdb", capsys)
+    for cli in (one, two):
+        for path in SAMPLE[:2]:
+            cli.cycle(path)
+    two("rollback", "--to", "v1")
+    two.cycle(SAMPLE[1])  # v3, at v2's place on a new branch, learned as model m3
+
+    for one_id, two_id in ((1, 1), (2, 2), (2, 3)):
+        expected = _parameters(one.catalog, one_id)
+        got = _parameters(two.catalog, two_id)
+        for name, values in expected.items():
+            np.testing.assert_array_equal(got[name], values, err_msg=name)

@@ -77,8 +77,10 @@ def test_the_default_gate_promotes_a_normal_run(two: Cli) -> None:
 
     first, second = two.decisions()
     assert first[4] == second[4] == "promoted"
-    # The first model has nothing to compare with: bounds only, no reference figures.
-    assert first[3] is None and json.loads(first[7])["rmse"]["reference"] is None
+    # The first model has nothing to compare with and the default gate has no bounds, so
+    # it is promoted without a held-out check.
+    assert first[3] is None and json.loads(first[7]) == {} and first[6] == 0
+    assert first[5] == "not judged: no current model to compare with and no bounds configured"
     # The second is compared with the first on the newest fifth of its delta.
     assert second[3] == 1
     assert second[6] == 1000
@@ -90,9 +92,10 @@ def test_the_default_gate_promotes_a_normal_run(two: Cli) -> None:
 
 def test_a_worse_candidate_is_refused_and_the_current_model_keeps_serving(two: Cli) -> None:
     two.prepare(SAMPLE[2])
-    # A learning rate this large makes the candidate far worse than the current model.
+    # A learning rate this large (yet short of diverging, which update refuses outright)
+    # makes the candidate far worse than the current model.
     config = two.config(
-        "worse.yaml", "model:\n  lr: 0.5\ngate:\n  metrics:\n    rmse: {tolerance: 0.01}\n"
+        "worse.yaml", "model:\n  lr: 0.2\ngate:\n  metrics:\n    rmse: {tolerance: 0.01}\n"
     )
 
     _, err = two("update", "--config", config, expect=ExitCode.GATE)

@@ -142,9 +142,12 @@ def test_incremental_features_equal_features_over_all_data(
                     assert (g[4], g[5]) == (w[4], w[5])
             # The reference is itself over the raw rows: clean drops only same-delta repeats.
             total = sum(len({(u, i) for u, i, _, _ in rows}) for rows in batches)
-            assert catalog.one(
-                "SELECT count(*) FROM ratings_clean WHERE list_contains(?, version)", [lineage]
-            ) == total
+            assert (
+                catalog.one(
+                    "SELECT count(*) FROM ratings_clean WHERE list_contains(?, version)", [lineage]
+                )
+                == total
+            )
             assert all(isinstance(row[4], datetime) for row in got)
             assert min(row[4] for row in got) >= datetime.fromtimestamp(START, UTC).replace(
                 tzinfo=None
