@@ -7,8 +7,8 @@ Run from the project root::
 It writes ``benchmarks/results.md`` and prints the same Markdown to stdout; progress goes
 to stderr. ``--quick`` runs a short version (fewer deltas, a smaller synthetic stream)
 whose numbers are indicative only, ``--config FILE`` takes the model hyperparameters from
-an ``incr`` YAML config instead of the defaults, and ``--sweep`` adds a table of
-alternative incr hyperparameters.
+an ``incr`` YAML config instead of the defaults, ``--no-sweep`` leaves out the table of
+alternative incr hyperparameters and ``--check`` exits 1 when a target is missed.
 
 Protocol, the same for every system. Each data set is cut, in time order, into a base and
 a series of deltas. Every system first learns the base; then each delta is scored by the
@@ -689,17 +689,18 @@ def cost_incr_pipeline(synthetic: Synthetic, config: Config, repeats: int) -> di
                 ingest_files(catalog, [source])
                 clean_pending(catalog)
                 result[f"{name}_ingest_seconds"] = time.perf_counter() - started
-                result[f"{name}_update_seconds"] = update(catalog)[0].seconds
+                result[f"{name}_update_seconds"] = best_of(1, lambda: update(catalog))[0]
             base_version = catalog.lineage()[0]
 
-            # Learn the delta again from the base model, then retrain on everything; the
-            # stage seconds are those incr records, which cover loading and saving too.
-            for _ in range(max(repeats, 3) - 1):
-                again = update(catalog, since=base_version)[0].seconds
-                result["delta_update_seconds"] = min(result["delta_update_seconds"], again)
-            result["full_update_seconds"] = min(
-                update(catalog, full=True)[0].seconds for _ in range(repeats)
+            # Learn the delta again from the base model, then retrain on everything. The
+            # wall time of the whole update counts: loading and saving the model, the
+            # quality gate's twin and its scoring, and the catalog writes.
+            repeats = max(repeats, 3)
+            result["delta_update_seconds"] = min(
+                result["delta_update_seconds"],
+                best_of(repeats - 1, lambda: update(catalog, since=base_version))[0],
             )
+            result["full_update_seconds"] = best_of(repeats, lambda: update(catalog, full=True))[0]
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
