@@ -4,8 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export INCR_CATALOG="${INCR_CATALOG:-demo/catalog.duckdb}"
-rm -rf "$(dirname "$INCR_CATALOG")"
+# Its own catalog in demo/, whatever INCR_CATALOG and INCR_CONFIG say in the calling shell:
+# the demo removes only what an earlier demo left, never a catalog of yours.
+unset INCR_CONFIG
+export INCR_CATALOG=demo/catalog.duckdb
+rm -rf demo
 
 first=1
 for file in sample_data/delta-*.csv; do
