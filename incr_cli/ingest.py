@@ -80,6 +80,7 @@ SPLIT_ERRORS = {
     "MISSING COLUMNS": "row has fewer fields than the {n} expected",
     "UNQUOTED VALUE": "row has a stray or unclosed quote",
     "INVALID ENCODING": "row is not valid {encoding}",
+    "LINE SIZE OVER MAXIMUM": "row is longer than the 2,000,000 bytes a line may hold",
 }
 
 # Leading bytes of compressed files; DuckDB would read some of them, but the layout
@@ -436,12 +437,15 @@ FROM judged
 """
 
 # One reject per line DuckDB could not split; a line has one record per missing column.
+# NOTE: an error of the whole line (too long) has no column, and arg_min skips null keys.
 SPLIT_REJECTS_SQL = """
 INSERT INTO rejects
 SELECT $version, line,
-       CASE arg_min(error_type, column_idx) {cases}
-            ELSE 'row cannot be read: ' || lower(arg_min(error_type, column_idx)) END,
-       trim(arg_min(csv_line, column_idx), chr(13) || chr(10))
+       CASE arg_min(error_type, coalesce(column_idx, -1)) {cases}
+            ELSE 'row cannot be read: '
+                 || coalesce(lower(arg_min(error_type, coalesce(column_idx, -1))), 'unknown')
+       END,
+       trim(arg_min(csv_line, coalesce(column_idx, -1)), chr(13) || chr(10))
 FROM incr_load_rejects GROUP BY line
 """
 

@@ -219,6 +219,11 @@ ACCEPTED = {
         rows=[(2, "u1", "i1", 4.0, T1)],
         rejects=[(3, "row has a stray or unclosed quote")],
     ),
+    "a line longer than a line may be": Case(
+        H.encode() + b"u1,i1,4,1\n" + b"x" * 2_100_000 + b",i2,4,1\nu3,i3,4,1\n",
+        rows=[(2, "u1", "i1", 4.0, T1), (4, "u3", "i3", 4.0, T1)],
+        rejects=[(3, "row is longer than the 2,000,000 bytes a line may hold")],
+    ),
     "binary garbage after good rows": Case(
         H.encode() + b"u1,i1,4,1\n\xff\xfe\x80\x81,\x9c,4,1\n",
         rows=[(2, "u1", "i1", 4.0, T1)],
