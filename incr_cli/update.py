@@ -44,12 +44,15 @@ ORDER BY version, ts, user_id, item_id
 """
 
 # A deterministic sample of older ratings: rows ordered by a seeded hash, the first n kept.
+# The hash leaves out the version number, so a rating ingested again after a rollback, as
+# a new version, is drawn exactly as it was the first time.
 # NOTE: every ORDER BY here is total: DuckDB reads and joins in parallel, so rows that tie
 # come back in any order, and the order of the rows is the order SGD learns them in.
 REPLAY_SQL = """
 SELECT user_id, item_id, rating FROM ratings_clean
 WHERE list_contains($lineage, version)
-ORDER BY hash(user_id, item_id, version, $seed), version, ts, user_id, item_id LIMIT $n
+ORDER BY hash(user_id, item_id, ts, rating, $seed), ts, user_id, item_id, rating, version
+LIMIT $n
 """
 
 # One delta's clean rows, oldest first, so that its newest share is its tail.

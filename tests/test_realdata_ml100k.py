@@ -65,7 +65,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     refused = incr("ingest", str(DELTAS / "ratings-02.tsv"), expect=5)
     rolled = incr("rollback", "--to", "v3")
     second = [incr.cycle(delta) for delta in range(4, 7)]
+    report = incr("evaluate", "--report")["report"]
     return {
+        "report": report,
         "first": first,
         "refused": refused,
         "rolled": rolled,
@@ -122,3 +124,27 @@ def test_test_then_train_rmse_beats_the_global_mean(run: dict, pass_: str) -> No
     assert sum(model) / len(model) < 1.10, model
     # Each delta is scored by the model trained on the versions before it.
     assert all(e["model_version"] == e["version"] - 1 or e["version"] == 7 for e in evaluations)
+
+
+def test_the_replayed_branch_scores_exactly_as_the_first_did(run: dict) -> None:
+    # v7-v9 are deltas 4-6 again, learned from the same model of v3 at the same depth: the
+    # same files give the same models, so the same figures, to the last bit.
+    first = [e["metrics"] for _, e in run["first"][3:]]
+    second = [e["metrics"] for _, e in run["second"]]
+    for before, after in zip(first, second, strict=True):
+        for system in ("model", "global_mean", "biases", "most_popular"):
+            assert after[system] == before[system], system
+
+
+def test_the_html_report_covers_the_lineage_and_opens_offline(run: dict) -> None:
+    report = run["report"]
+    assert [row["version"] for row in report["rows"]] == [1, 2, 3, 7, 8, 9]
+    html = Path(report["html_path"]).read_text(encoding="utf-8")
+    markdown = Path(report["path"]).read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html>")
+    assert "http://" not in html.replace("http://www.w3.org/", "")
+    assert "https://" not in html and "<script" not in html.lower()
+    # Charts are SVG images inline, as data URIs.
+    assert html.count('src="data:image/svg+xml;base64,') >= 2
+    for version in ("v1", "v2", "v3", "v7", "v8", "v9"):
+        assert version in markdown
