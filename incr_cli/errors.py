@@ -44,6 +44,14 @@ class VersionNotFound(UsageError):
         super().__init__(f"version {name!s} does not exist; run 'incr log' to list versions")
 
 
+class PathNotFound(UsageError):
+    """A path given on the command line does not exist."""
+
+    def __init__(self, path: object) -> None:
+        self.path = path
+        super().__init__(f"{path}: no such file; check the path")
+
+
 class BadInput(IncrError):
     """A data file cannot be read as interactions."""
 

@@ -26,7 +26,7 @@ import duckdb
 from . import __version__
 from .catalog import Catalog, now
 from .config import Columns, IngestConfig
-from .errors import BadInput, NothingToDo
+from .errors import BadInput, NothingToDo, PathNotFound
 
 log = logging.getLogger(__name__)
 
@@ -557,16 +557,29 @@ def check_readable(path: Path) -> None:
 
     Raises
     ------
+    PathNotFound
+        If the path does not exist.
     BadInput
-        If the path is missing, a directory or not a regular file, cannot be opened,
-        is compressed, or holds NUL bytes (binary data, or text in UTF-16).
+        If the path is ``-`` (standard input), a directory or not a regular file (a pipe
+        or a device), cannot be opened, is compressed, or holds NUL bytes (binary data, or
+        text in UTF-16).
     """
+    if str(path) == "-":
+        # NOTE: the file is read more than once (hash, layout, rows), which a stream
+        # cannot be.
+        raise BadInput(
+            path, "standard input is not supported; write the data to a file first and ingest it"
+        )
     if not path.exists():
-        raise BadInput(path, "no such file; check the path")
+        raise PathNotFound(path)
     if path.is_dir():
         raise BadInput(path, "is a directory; give the files inside it")
     if not path.is_file():
-        raise BadInput(path, "is not a regular file; give a CSV or TSV file")
+        raise BadInput(
+            path,
+            "is not a regular file (standard input, a pipe or a device are not supported); "
+            "write the data to a file first and ingest it",
+        )
     try:
         with path.open("rb") as handle:
             head = handle.read(SNIFF_BYTES)

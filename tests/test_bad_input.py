@@ -276,8 +276,8 @@ def ingest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Ingest:
 
 
 def test_the_corpus_holds_at_least_25_inputs() -> None:
-    # Four more inputs are paths rather than contents (a directory, a missing path and two
-    # unreadable files); they have tests of their own below.
+    # Six more inputs are paths rather than contents (a directory, a missing path, two
+    # unreadable files, standard input and a named pipe); they have tests of their own below.
     assert len(REFUSED) + len(ACCEPTED) >= 25
 
 
@@ -330,8 +330,30 @@ def test_a_directory_is_refused(ingest: Ingest) -> None:
     ingest.refused(folder, ExitCode.BAD_INPUT, "deltas: is a directory")
 
 
-def test_a_missing_path_is_refused(ingest: Ingest) -> None:
-    ingest.refused(ingest.tmp / "absent.csv", ExitCode.BAD_INPUT, "absent.csv: no such file")
+def test_a_missing_path_is_a_usage_error(ingest: Ingest) -> None:
+    ingest.refused(ingest.tmp / "absent.csv", ExitCode.USAGE, "absent.csv: no such file")
+
+
+def test_standard_input_is_refused_with_what_to_do(ingest: Ingest) -> None:
+    ingest.refused(
+        Path("-"),
+        ExitCode.BAD_INPUT,
+        "-: standard input is not supported; write the data to a file first and ingest it",
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_named_pipe_is_refused_without_reading_it(ingest: Ingest) -> None:
+    fifo = ingest.tmp / "pipe.csv"
+    os.mkfifo(fifo)
+
+    # Opening a pipe with no writer would block: the refusal must come before any read.
+    ingest.refused(
+        fifo,
+        ExitCode.BAD_INPUT,
+        "pipe.csv: is not a regular file (standard input, a pipe or a device are not "
+        "supported); write the data to a file first and ingest it",
+    )
 
 
 @pytest.mark.skipif(

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from incr_cli import ingest as ingest_module
 from incr_cli.catalog import Catalog, Invocation, open_catalog
 from incr_cli.config import Columns, Config, IngestConfig
-from incr_cli.errors import BadInput, NothingToDo
+from incr_cli.errors import BadInput, NothingToDo, PathNotFound
 from incr_cli.ingest import detect_layout, ingest_files, scan_file
 
 TABLES = ("meta", "versions", "stages", "head_moves", "ratings_raw", "rejects")
@@ -752,7 +752,7 @@ def test_a_missing_file_stops_before_any_work(catalog, write_file, tmp_path):
     cat = catalog()
     good = write_file("one.csv", MOVIELENS)
 
-    with pytest.raises(BadInput, match="no such file"):
+    with pytest.raises(PathNotFound, match="no such file"):
         ingest_files(cat, [good, tmp_path / "absent.csv"])
     assert cat.one("SELECT count(*) FROM versions") == 0
 
