@@ -283,6 +283,13 @@ def detect_layout(path: Path, config: IngestConfig) -> Layout:
         header = any(_normalise(name) in known for name in first) or not any(
             _is_number(name) for name in first
         )
+    # _first_lines decodes with errors="replace": U+FFFD marks bytes not in the encoding.
+    if header and any("\ufffd" in name for name in first):
+        raise BadInput(
+            path,
+            f"its first line is not {config.encoding} text, so it is binary, compressed or in "
+            "another encoding; save it as UTF-8 text, or set ingest.encoding: latin-1",
+        )
 
     # Counter keeps first-seen order, so a tie goes to the count seen first.
     counts = Counter(len(row) for row in rows)

@@ -75,7 +75,12 @@ REFUSED = {
     ),
     "binary garbage": Case(_random_bytes(1, 2000, 0), ExitCode.BAD_INPUT, "holds a NUL byte"),
     "binary garbage without NUL": Case(
-        _random_bytes(2, 2000, 1), ExitCode.BAD_INPUT, "cannot find the user and item"
+        _random_bytes(2, 2000, 1), ExitCode.BAD_INPUT, "its first line is not utf-8 text"
+    ),
+    "Latin-1 bytes in the header": Case(
+        b"user,it\xe9m,rating\nu1,i1,4\n",
+        ExitCode.BAD_INPUT,
+        "its first line is not utf-8 text, so it is binary, compressed or in another encoding",
     ),
     "UTF-16 text": Case((H + "u1,i1,4,1\n").encode("utf-16"), ExitCode.BAD_INPUT, "text in UTF-16"),
     "every rating outside the range": Case(
