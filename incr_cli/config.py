@@ -7,15 +7,42 @@ a value of the wrong type is refused with a message that names the key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
+import duckdb
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
-ColumnRef = str | Annotated[int, Field(ge=1)] | None
+
+def _not_bool(value: object) -> object:
+    # NOTE: YAML's true and false are Python bools, and bool is a subclass of int, so
+    # without this `lr: true` would be read as 1.0.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+# Integers are strict (no bool, no float, no text). Floats refuse bools but accept text
+# such as "1e-3", which YAML 1.1 reads as a string rather than a number.
+Number = Annotated[float, BeforeValidator(_not_bool)]
+ColumnRef = str | Annotated[StrictInt, Field(ge=1)] | None
+
+TIMESTAMP_KEYWORDS = ("auto", "unix", "unix_ms")
+# What DuckDB's memory_limit accepts: a number and a unit (KB, MiB, ...), or a share of RAM.
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B|%)", re.IGNORECASE)
 
 
 class _Section(BaseModel):
@@ -36,9 +63,28 @@ class IngestConfig(_Section):
     header: Literal["auto"] | bool = "auto"
     columns: Columns = Columns()
     timestamp_format: str = "auto"
-    rating_min: float = 0.5
-    rating_max: float = 5.0
+    rating_min: Number = 0.5
+    rating_max: Number = 5.0
     encoding: Literal["utf-8", "latin-1"] = "utf-8"
+
+    @field_validator("timestamp_format")
+    @classmethod
+    def _strptime_format(cls, value: str) -> str:
+        if value in TIMESTAMP_KEYWORDS:
+            return value
+        if "%" not in value:
+            raise ValueError(
+                f"must be one of {', '.join(TIMESTAMP_KEYWORDS)} or a strptime format "
+                "such as '%d/%m/%Y %H:%M'"
+            )
+        # Checked once here, in the dialect ingest uses, rather than failing mid-ingest.
+        with duckdb.connect() as con:
+            try:
+                con.execute("SELECT try_strptime('', ?)", [value])
+            except duckdb.Error as exc:
+                reason = str(exc).split(": ", 2)[-1].strip()
+                raise ValueError(f"is not a strptime format DuckDB reads ({reason})") from None
+        return value
 
     @model_validator(mode="after")
     def _range(self) -> IngestConfig:
@@ -58,21 +104,21 @@ class CleanConfig(_Section):
 
 
 class ModelConfig(_Section):
-    factors: int = Field(32, ge=1, le=1024)
-    epochs: int = Field(20, ge=1, le=1000)
-    partial_epochs: int = Field(5, ge=1, le=1000)
-    lr: float = Field(0.01, gt=0, le=1)
-    lr_decay: float = Field(1.0, gt=0, le=1)
-    reg: float = Field(0.05, ge=0)
-    reg_bias: float = Field(0.2, ge=0)
-    init_std: float = Field(0.1, gt=0)
-    replay_ratio: float = Field(1.0, ge=0, le=100)
-    seed: int = Field(0, ge=0)
+    factors: StrictInt = Field(32, ge=1, le=1024)
+    epochs: StrictInt = Field(20, ge=1, le=1000)
+    partial_epochs: StrictInt = Field(5, ge=1, le=1000)
+    lr: Number = Field(0.01, gt=0, le=1)
+    lr_decay: Number = Field(1.0, gt=0, le=1)
+    reg: Number = Field(0.05, ge=0)
+    reg_bias: Number = Field(0.2, ge=0)
+    init_std: Number = Field(0.1, gt=0)
+    replay_ratio: Number = Field(1.0, ge=0, le=100)
+    seed: StrictInt = Field(0, ge=0)
 
 
 class EvaluateConfig(_Section):
-    k: int = Field(10, ge=1, le=1000)
-    relevance_threshold: float = 4.0
+    k: StrictInt = Field(10, ge=1, le=1000)
+    relevance_threshold: Number = 4.0
     exclude_seen: bool = True
 
 
@@ -84,10 +130,10 @@ class GateMetric(_Section):
     whatever the current model scores; null leaves that side open.
     """
 
-    tolerance: float = Field(0.0, ge=0)
+    tolerance: Number = Field(0.0, ge=0)
     relative: bool = False
-    min: float | None = None
-    max: float | None = None
+    min: Number | None = None
+    max: Number | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> GateMetric:
@@ -113,14 +159,21 @@ class GateConfig(_Section):
     # NOTE: only rating metrics for now: a ranking metric on one delta's held-out slice
     # needs each user's earlier items excluded as evaluate does, not done here yet.
     enabled: bool = True
-    holdout: float = Field(0.2, gt=0, lt=1)
+    holdout: Number = Field(0.2, gt=0, lt=1)
     metrics: dict[GateMetricName, GateMetric] = Field(default_factory=lambda: _default_gate())
 
 
 class RuntimeConfig(_Section):
-    wait_seconds: float = Field(10.0, ge=0)
+    wait_seconds: Number = Field(10.0, ge=0)
     memory_limit: str | None = None
-    threads: int | None = Field(None, ge=1)
+    threads: StrictInt | None = Field(None, ge=1)
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is not None and not MEMORY_SIZE.fullmatch(value.strip()):
+            raise ValueError("must be a size such as '2GB', '512MB' or '1GiB'")
+        return value
 
 
 class Config(_Section):
@@ -151,10 +204,15 @@ def load_config(path: Path | None) -> Config:
             f"cannot read config {str(path)!r}: {exc.strerror}; "
             "check the --config path or INCR_CONFIG"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config {str(path)!r} is not UTF-8 text (byte {exc.start} cannot be read); "
+            "save it as UTF-8"
+        ) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {str(path)!r} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config {str(path)!r} is not valid YAML: {_yaml_problem(exc)}") from exc
     if data is None:
         return Config()
     if not isinstance(data, dict):
@@ -166,8 +224,18 @@ def load_config(path: Path | None) -> Config:
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"
         if first["type"] == "extra_forbidden":
             problem = "is not a known key"
+        elif first["type"] == "value_error":
+            problem = f"{first['ctx']['error']} (got {first.get('input')!r})"
         else:
             problem = f"{first['msg']} (got {first.get('input')!r})"
         raise ConfigError(
             f"config {str(path)!r}: {key} {problem}; see config.example.yaml"
         ) from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint and where it is, as one line."""
+    problem = getattr(exc, "problem", None) or "cannot be parsed"
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}; fix the file or see config.example.yaml"

@@ -1,0 +1,125 @@
+"""Every error a user can cause ends in one line on stderr and its documented exit code.
+
+These run the real entry point, ``incr_cli.cli.main``, in this process (or the installed
+``incr`` where only a real process shows the behaviour, such as a closed pipe).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from incr_cli.cli import main
+from incr_cli.errors import ExitCode
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = sorted((ROOT / "sample_data").glob("delta-*.csv"))
+INCR = shutil.which("incr", path=str(ROOT / ".venv" / "bin")) or shutil.which("incr")
+
+
+class Run:
+    """``incr`` in this process against one catalog; returns the code and stderr."""
+
+    def __init__(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.tmp = tmp_path
+        self.capsys = capsys
+        self.catalog = tmp_path / "cat" / "catalog.duckdb"
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main([*args, "--catalog", str(self.catalog)])
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def config(self, text: str | bytes) -> str:
+        path = self.tmp / "config.yaml"
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
+        return str(path)
+
+    def tables(self) -> dict[str, list[tuple]]:
+        """Every row of every table: equal dumps mean an unchanged catalog."""
+        with duckdb.connect(str(self.catalog), read_only=True) as con:
+            names = [row[0] for row in con.execute("SHOW TABLES").fetchall()]
+            return {
+                n: sorted(con.execute(f'SELECT * FROM "{n}"').fetchall(), key=repr) for n in names
+            }
+
+
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    return Run(tmp_path, capsys)
+
+
+def one_line(err: str) -> str:
+    assert err.startswith("incr: error: ") and err.count("\n") == 1, err
+    return err
+
+
+# -- config -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'ingest:\n  timestamp_format: "%Q"\n',
+            "ingest.timestamp_format is not a strptime format DuckDB reads "
+            "(Unrecognized format for strftime/strptime: %Q) (got '%Q')",
+        ),
+        (
+            "ingest:\n  timestamp_format: unixms\n",
+            "ingest.timestamp_format must be one of auto, unix, unix_ms or a strptime format",
+        ),
+        (
+            'runtime:\n  memory_limit: "lots"\n',
+            "runtime.memory_limit must be a size such as '2GB', '512MB' or '1GiB' (got 'lots')",
+        ),
+        (b"\xff\xfe\x00", "is not UTF-8 text (byte 0 cannot be read); save it as UTF-8"),
+        (
+            "model: [factors\n",
+            "is not valid YAML: expected ',' or ']', but got '<stream end>' at line 2, column 1",
+        ),
+        ("model:\n  factors: true\n", "model.factors Input should be a valid integer (got True)"),
+        ("model:\n  lr: true\n", "model.lr must be a number, not true or false (got True)"),
+        ("model:\n  factors: 8.5\n", "model.factors Input should be a valid integer (got 8.5)"),
+    ],
+)
+def test_a_bad_config_value_exits_4_naming_the_key_before_any_work(
+    run: Run, text: str | bytes, message: str
+) -> None:
+    config = run.config(text)
+
+    code, _, err = run("ingest", str(SAMPLE[0]), "--config", config)
+
+    assert code == ExitCode.CONFIG
+    assert message in one_line(err)
+    assert not run.catalog.exists()
+
+
+def test_numbers_that_yaml_reads_as_text_are_still_numbers(run: Run) -> None:
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a float key takes it all the same.
+    config = run.config("model:\n  lr: 1e-3\nruntime:\n  memory_limit: 1GiB\n  threads: 1\n")
+
+    code, _, err = run("init", "--config", config)
+
+    assert code == 0, err
+
+
+def test_a_strptime_format_is_used_when_valid(run: Run) -> None:
+    data_file = run.tmp / "dated.csv"
+    data_file.write_text("user,item,rating,timestamp\nu1,i1,4,03/02/2024 10:30\n")
+    config = run.config('ingest:\n  timestamp_format: "%d/%m/%Y %H:%M"\n')
+
+    code, _, err = run("ingest", str(data_file), "--config", config)
+
+    assert code == 0, err
+    with duckdb.connect(str(run.catalog), read_only=True) as con:
+        assert con.execute("SELECT strftime(ts, '%Y-%m-%d %H:%M') FROM ratings_raw").fetchone() == (
+            "2024-02-03 10:30",
+        )
