@@ -312,17 +312,32 @@ def open_catalog(
     explicit ``wait`` a reader waits for the writer to finish, however long it takes.
     """
     create = write if create is None else create
+    if path.is_dir():
+        raise UsageError(
+            f"catalog {str(path)!r} is a directory; point --catalog (INCR_CATALOG) at the "
+            f"catalog file, e.g. {str(path / DEFAULT_CATALOG.name)!r}"
+        )
     if not path.exists() and not create:
         raise UsageError(
             f"no catalog at {str(path)!r}; run 'incr init' or 'incr ingest FILE' first, "
             "or point --catalog (INCR_CATALOG) at an existing one"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = _Lock(path, invocation.command)
     if wait is None:
         # A reader waits for as long as the writer takes: it must never fail for that.
         wait = config.runtime.wait_seconds if write else -1
-    lock.acquire(wait)
+    lock = _Lock(path, invocation.command)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(wait)
+    except OSError as exc:
+        # NOTE: readers lock too, so even 'status' needs to create the lock file.
+        if lock.lock.is_locked:
+            lock.lock.release()
+        raise UsageError(
+            f"cannot create the catalog's lock file in {str(path.parent)!r} "
+            f"({exc.strerror or exc}); that folder must be writable, or point --catalog "
+            "(INCR_CATALOG) at a writable one"
+        ) from exc
     try:
         started = time.perf_counter()
         try:
@@ -332,10 +347,21 @@ def open_catalog(
                 raise CatalogBusy(
                     f"catalog {str(path)!r} is held by another program; close it and retry"
                 ) from exc
+            if "not a valid duckdb database" in str(exc).lower():
+                raise UsageError(
+                    f"{str(path)!r} is not an incr catalog (not a DuckDB database); point "
+                    "--catalog (INCR_CATALOG) at a catalog file, or at a new path to create one"
+                ) from exc
             raise IntegrityError(
                 f"cannot open catalog {str(path)!r}: {exc}; run 'incr verify'"
             ) from exc
         try:
+            tables = {row[0] for row in con.execute("SHOW TABLES").fetchall()}
+            if tables and "meta" not in tables:
+                raise UsageError(
+                    f"{str(path)!r} is a DuckDB database but not an incr catalog; point "
+                    "--catalog (INCR_CATALOG) at a catalog file, or at a new path to create one"
+                )
             # NOTE: the schema only adds tables and _create is idempotent, so a catalog made
             # before the newest table (gate_decisions) gets it here rather than failing.
             if con.execute(

@@ -6,10 +6,12 @@ These run the real entry point, ``incr_cli.cli.main``, in this process (or the i
 
 from __future__ import annotations
 
+import errno
 import shutil
 from pathlib import Path
 
 import duckdb
+import filelock
 import pytest
 
 from incr_cli.cli import main
@@ -59,6 +61,65 @@ def run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Run:
 def one_line(err: str) -> str:
     assert err.startswith("incr: error: ") and err.count("\n") == 1, err
     return err
+
+
+# -- the catalog's folder and file ------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["status"], ["ingest", str(SAMPLE[0])]])
+def test_a_catalog_folder_that_cannot_hold_the_lock_is_named_as_not_writable(
+    run: Run, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    assert run("init")[0] == 0
+    before = run.tables()
+
+    # NOTE: the tests run as root, whom file modes do not stop; simulate the refusal.
+    def refuse(self: filelock.BaseFileLock, *args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", self.lock_file)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", refuse)
+    code, _, err = run(*command)
+
+    assert code == ExitCode.USAGE
+    assert f"in {str(run.catalog.parent)!r} (Permission denied); that folder must be writable" in (
+        one_line(err)
+    )
+    monkeypatch.undo()
+    assert run.tables() == before
+
+
+def test_a_catalog_path_that_is_a_directory_is_a_usage_error(run: Run) -> None:
+    run.catalog.mkdir(parents=True)
+
+    code, _, err = run("status")
+
+    assert code == ExitCode.USAGE
+    assert f"catalog {str(run.catalog)!r} is a directory" in one_line(err)
+
+
+def test_a_catalog_file_that_is_not_duckdb_is_not_an_incr_catalog(run: Run) -> None:
+    run.catalog.parent.mkdir(parents=True)
+    run.catalog.write_text("user,item,rating\n")
+
+    code, _, err = run("status")
+
+    assert code == ExitCode.USAGE
+    assert f"{str(run.catalog)!r} is not an incr catalog" in one_line(err)
+    assert "incr verify" not in err
+    assert run.catalog.read_text() == "user,item,rating\n"
+
+
+def test_another_duckdb_database_is_not_taken_for_a_catalog(run: Run) -> None:
+    run.catalog.parent.mkdir(parents=True)
+    with duckdb.connect(str(run.catalog)) as con:
+        con.execute("CREATE TABLE sales (id INTEGER)")
+
+    code, _, err = run("ingest", str(SAMPLE[0]))
+
+    assert code == ExitCode.USAGE
+    assert "is a DuckDB database but not an incr catalog" in one_line(err)
+    with duckdb.connect(str(run.catalog), read_only=True) as con:
+        assert con.execute("SHOW TABLES").fetchall() == [("sales",)]
 
 
 # -- config -----------------------------------------------------------------------------
