@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
+import duckdb
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -15,6 +17,12 @@ from rich.logging import RichHandler
 from . import __version__
 from .commands import data, history, integrity, model, recommend
 from .errors import ExitCode, IncrError
+
+try:
+    # NOTE: typer vendors click as typer._click from 0.2x on; older typer uses click itself.
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - only with an older typer
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 app = typer.Typer(
     name="incr",
@@ -82,29 +90,86 @@ def _interrupt(signum: int, frame: object) -> None:
     raise Interrupted()
 
 
+def _interrupted_in_duckdb(exc: BaseException) -> bool:
+    # NOTE: DuckDB notices the SIGINT handler's exception while a query runs and raises its
+    # own in its place: InterruptException, or a bare RuntimeError in the Python client.
+    return isinstance(exc, duckdb.InterruptException) or (
+        type(exc) is RuntimeError and str(exc) == "Query interrupted"
+    )
+
+
+def _broken_pipe(exc: BaseException) -> bool:
+    # Rich may raise a plain OSError with EPIPE rather than BrokenPipeError.
+    return isinstance(exc, BrokenPipeError) or (
+        isinstance(exc, OSError) and exc.errno == errno.EPIPE
+    )
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull, so that flushing it at exit cannot fail again.
+
+    This is what the Python documentation advises for SIGPIPE (see the signal module).
+    """
+    try:
+        fileno = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (e.g. captured by a test): nothing to flush at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)
+    os.close(devnull)
+
+
+def _run(args: list[str]) -> int:
+    """Parse and run one command; the parser's own errors propagate to main()."""
+    command = typer.main.get_command(app)
+    # NOTE: make_context and invoke rather than command.main(): main() prints the parser's
+    # errors as a multi-line box and turns a closed pipe into exit 1.
+    try:
+        with command.make_context("incr", args) as ctx:
+            command.invoke(ctx)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code; errors become one line on stderr."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     _configure_logging(debug)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    no_args_help = getattr(click_errors, "NoArgsIsHelpError", ())
     previous = signal.signal(signal.SIGINT, _interrupt)
     try:
-        # The parser reports its own usage errors (exit 2) and always ends in SystemExit.
-        typer.main.get_command(app).main(args, prog_name="incr", standalone_mode=True)
+        return _run(args)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except no_args_help as exc:
+        # Typer has printed the help already; click leaves it in the message.
+        if exc.format_message():
+            exc.show()
+        return int(exc.exit_code)
+    except click_errors.UsageError as exc:
+        # A bad option, value or argument: one line, like every other error.
+        where = exc.ctx.command_path if exc.ctx is not None else "incr"
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        err.print(f"incr: error: {message}; see '{where} --help'", markup=False)
+        return int(ExitCode.USAGE)
     except IncrError as exc:
         if debug:
             err.print_exception()
         err.print(f"incr: error: {exc}", markup=False)
         return int(exc.exit_code)
-    except BrokenPipeError:
-        # The reader went away (e.g. `incr log | head`): nothing more to say.
-        with contextlib.suppress(OSError):
-            sys.stderr.close()
-        return int(ExitCode.BROKEN_PIPE)
     except Exception as exc:
+        if _broken_pipe(exc):
+            # The reader went away (e.g. `incr log | head`): nothing more to say.
+            _silence_stdout()
+            return int(ExitCode.BROKEN_PIPE)
+        if _interrupted_in_duckdb(exc):
+            if debug:
+                err.print_exception()
+            err.print(f"incr: error: {Interrupted()}", markup=False)
+            return int(ExitCode.INTERRUPTED)
         if debug:
             err.print_exception()
         err.print(
@@ -115,4 +180,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERNAL)
     finally:
         signal.signal(signal.SIGINT, previous)
-    return 0

@@ -7,14 +7,20 @@ These run the real entry point, ``incr_cli.cli.main``, in this process (or the i
 from __future__ import annotations
 
 import errno
+import os
 import shutil
+import signal
+import subprocess
+import threading
 from pathlib import Path
 
 import duckdb
 import filelock
 import pytest
 
+from incr_cli.catalog import Catalog
 from incr_cli.cli import main
+from incr_cli.commands import data
 from incr_cli.errors import ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +128,52 @@ def test_another_duckdb_database_is_not_taken_for_a_catalog(run: Run) -> None:
         assert con.execute("SHOW TABLES").fetchall() == [("sales",)]
 
 
+# -- Ctrl-C -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raised", [duckdb.InterruptException("INTERRUPT Error"), RuntimeError("Query interrupted")]
+)
+def test_duckdb_noticing_ctrl_c_exits_130_with_the_interrupt_message(
+    run: Run, monkeypatch: pytest.MonkeyPatch, raised: Exception
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(data, "ingest_files", interrupted)
+    code, _, err = run("ingest", str(SAMPLE[0]))
+
+    assert code == ExitCode.INTERRUPTED
+    assert one_line(err).startswith("incr: error: interrupted; the catalog ")
+
+
+def test_ctrl_c_during_a_query_of_clean_exits_130_and_changes_nothing(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("ingest", str(SAMPLE[0]))[0] == 0
+    before = run.tables()
+
+    def endless_clean(catalog: Catalog, *args: object, **kwargs: object) -> None:
+        with catalog.transaction():
+            catalog.con.execute("DELETE FROM ratings_raw")
+            # A query that would run for hours; SIGINT arrives while DuckDB runs it.
+            timer = threading.Timer(0.3, os.kill, [os.getpid(), signal.SIGINT])
+            timer.start()
+            try:
+                catalog.con.execute(
+                    "SELECT count(*) FROM range(1e15::BIGINT) WHERE hash(range) % 7 = 3"
+                )
+            finally:
+                timer.cancel()
+
+    monkeypatch.setattr(data, "clean_pending", endless_clean)
+    code, _, err = run("clean")
+
+    assert code == ExitCode.INTERRUPTED, err
+    assert one_line(err).startswith("incr: error: interrupted; the catalog ")
+    assert run.tables() == before
+
+
 # -- config -----------------------------------------------------------------------------
 
 
@@ -184,3 +236,66 @@ def test_a_strptime_format_is_used_when_valid(run: Run) -> None:
         assert con.execute("SELECT strftime(ts, '%Y-%m-%d %H:%M') FROM ratings_raw").fetchone() == (
             "2024-02-03 10:30",
         )
+
+
+# -- options ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["status", "--bogus"], "No such option: --bogus; see 'incr status --help'"),
+        (
+            ["status", "--wait", "-1"],
+            "Invalid value for '--wait': Input should be greater than or equal to 0",
+        ),
+        (
+            ["gc", "--keep", "-1"],
+            "Invalid value for '--keep': Input should be greater than or equal to 0",
+        ),
+        (["rollback"], "Missing option '--to'; see 'incr rollback --help'"),
+        (["ingest"], "Missing argument 'files'; see 'incr ingest --help'"),
+        (["frobnicate"], "No such command 'frobnicate'; see 'incr --help'"),
+    ],
+)
+def test_a_bad_option_is_one_line_with_exit_2(run: Run, args: list[str], message: str) -> None:
+    code, out, err = run(*args)
+
+    assert code == ExitCode.USAGE
+    assert message in one_line(err)
+    assert out == ""
+    assert not run.catalog.exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["status", "--help"], ["gc", "-h"]])
+def test_help_still_prints_the_usage_and_exits_0(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 0
+    assert "Usage: incr" in capsys.readouterr().out
+
+
+# -- a closed pipe ----------------------------------------------------------------------
+
+
+@pytest.mark.skipif(INCR is None, reason="the incr command is not installed")
+@pytest.mark.parametrize("command", ["log", "status", "log --json", "status --json"])
+def test_a_closed_output_pipe_exits_141_quietly(tmp_path: Path, command: str) -> None:
+    catalog = str(tmp_path / "catalog.duckdb")
+    subprocess.run([INCR, "ingest", str(SAMPLE[0]), "--catalog", catalog], check=True)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte is written
+
+    try:
+        done = subprocess.run(
+            [INCR, *command.split(), "--catalog", catalog],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+    assert done.returncode == ExitCode.BROKEN_PIPE, done.stderr
+    assert done.stderr == ""

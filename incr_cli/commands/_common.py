@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -51,6 +52,16 @@ WaitOpt = Annotated[
 PIPED_WIDTH = 200
 
 
+class _StdoutConsole(Console):
+    """Rich's console, except that a closed pipe reaches main() as BrokenPipeError."""
+
+    def on_broken_pipe(self) -> None:
+        # NOTE: rich's default exits 1; the documented code for a closed pipe is 141,
+        # which main() returns.
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader closed the output pipe")
+
+
 @dataclass(frozen=True)
 class Common:
     """The options every command takes."""
@@ -89,10 +100,10 @@ class Output:
 
     def __init__(self, common: Common) -> None:
         self.common = common
-        self.out = Console()
+        self.out: Console = _StdoutConsole()
         # NOTE: piped output (cron, a log file) gets wide lines rather than rich's 80.
         if not self.out.is_terminal:
-            self.out = Console(width=PIPED_WIDTH)
+            self.out = _StdoutConsole(width=PIPED_WIDTH)
         self.err = Console(stderr=True)
 
     @property
