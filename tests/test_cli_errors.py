@@ -275,6 +275,28 @@ def test_help_still_prints_the_usage_and_exits_0(
     assert "Usage: incr" in capsys.readouterr().out
 
 
+# -- output files -----------------------------------------------------------------------
+
+
+def test_a_report_output_that_is_a_directory_is_refused_before_any_work(run: Run) -> None:
+    folder = run.tmp / "reports"
+    folder.mkdir()
+
+    code, _, err = run("evaluate", "--report", "--output", str(folder))
+
+    assert code == ExitCode.USAGE
+    assert f"--output {str(folder)!r} is a directory; give a file name" in one_line(err)
+    assert not run.catalog.exists()
+
+
+def test_recommendations_written_to_a_directory_are_refused_before_any_work(run: Run) -> None:
+    code, _, err = run("recommend", "--all", "--out", str(run.tmp))
+
+    assert code == ExitCode.USAGE
+    assert f"--out {str(run.tmp)!r} is a directory" in one_line(err)
+    assert not run.catalog.exists()
+
+
 # -- a closed pipe ----------------------------------------------------------------------
 
 

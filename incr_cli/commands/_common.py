@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ..catalog import Catalog, Invocation, catalog_path, open_catalog
 from ..config import load_config
+from ..errors import UsageError
 
 CatalogOpt = Annotated[
     Path | None,
@@ -80,6 +81,14 @@ def config_path(given: Path | None) -> Path | None:
         return given
     env = os.environ.get("INCR_CONFIG")
     return Path(env) if env else None
+
+
+def check_output_file(path: Path | None, option: str, example: str) -> None:
+    """Refuse, before any work, an output path that names an existing directory."""
+    if path is not None and path.is_dir():
+        raise UsageError(
+            f"{option} {str(path)!r} is a directory; give a file name, e.g. {str(path / example)!r}"
+        )
 
 
 @contextmanager

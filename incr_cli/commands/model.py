@@ -22,6 +22,7 @@ from ._common import (
     Output,
     QuietOpt,
     WaitOpt,
+    check_output_file,
     fmt,
     session,
 )
@@ -112,6 +113,7 @@ def evaluate(
     common = Common(catalog, config, json, quiet, debug, wait)
     out = Output(common)
     version = parse_version(model) if model is not None else None
+    check_output_file(output, "--output", "report.md")
     args = {"model": model, "report": report, "output": output, "save": save}
     with session(common, "evaluate", args, write=save) as cat:
         result = evaluate_model(cat, model_version=version, save=save)

@@ -20,6 +20,7 @@ from ._common import (
     Output,
     QuietOpt,
     WaitOpt,
+    check_output_file,
     fmt,
     session,
 )
@@ -63,6 +64,7 @@ def recommend(
         raise UsageError("--all writes a file: add --out FILE.csv or --out FILE.parquet")
     if user is not None and out_file is not None:
         raise UsageError("--out goes with --all; --user prints its list")
+    check_output_file(out_file, "--out", "recs.csv")
     version = parse_version(model) if model is not None else None
     args = {"user": user, "all": all_users, "k": k, "out": out_file, "model": model}
 
