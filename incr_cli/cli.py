@@ -82,7 +82,12 @@ class Interrupted(IncrError):
     exit_code = ExitCode.INTERRUPTED
 
     def __init__(self) -> None:
-        super().__init__("interrupted; the catalog is as it was before this command")
+        # NOTE: a Ctrl-C that lands just after the command's transaction committed cannot
+        # undo it, so the message says what is certain: each transaction is whole.
+        super().__init__(
+            "interrupted; the catalog holds all of this command's work or none of it, "
+            "never a part; 'incr status' shows which"
+        )
 
 
 def _interrupt(signum: int, frame: object) -> None:
