@@ -314,6 +314,7 @@ class IncrRetrain(IncrPipeline):
         self.config = config
         self.history: list[Ratings] = []
         self.update_seconds = []
+        self.refusals = 0
 
     def learn(self, part: Ratings, path: Path) -> None:
         from incr_cli.update import new_model
