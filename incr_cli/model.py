@@ -351,6 +351,33 @@ class BiasedMF(RegressorMixin, BaseEstimator):
         tags.input_tags.string = True
         return tags
 
+    # -- pickling ---------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The id-to-row dicts are rebuilt from the id arrays on load, and ids that are all
+        # strings travel as one fixed-width text array: pickle writes and reads a dict or
+        # an object array one element at a time, which for a model of a million users
+        # costs seconds at every update.
+        state = dict(super().__getstate__())  # a copy: the default is the live __dict__
+        for name in ("user_index_", "item_index_"):
+            state.pop(name, None)
+        for name in ("user_ids_", "item_ids_"):
+            ids = state.get(name)
+            if ids is not None and ids.size and all(type(v) is str for v in ids):
+                state[name] = ids.astype(str)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for ids_name, index_name in (("user_ids_", "user_index_"), ("item_ids_", "item_index_")):
+            ids = getattr(self, ids_name, None)
+            if ids is None:
+                continue
+            if ids.dtype != object:
+                ids = ids.astype(object)
+                setattr(self, ids_name, ids)
+            setattr(self, index_name, {value: row for row, value in enumerate(ids.tolist())})
+
     # -- training ---------------------------------------------------------
 
     def fit(

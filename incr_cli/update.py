@@ -13,6 +13,7 @@ recorded as rejected, with every model of its run, and never serves.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -245,12 +246,17 @@ def _gate(
         held_out = int(len(y) * config.holdout)
     if held_out:
         fit_X, fit_y, test_X, test_y = X[:-held_out], y[:-held_out], X[-held_out:], y[-held_out:]
-        twin = _twin(catalog, candidate.version, base, fit_X, fit_y, test_X)
         rules: dict[str, GateMetric] = {str(k): v for k, v in config.metrics.items()}
         names = list(rules)
+        current = load_model(catalog, reference) if reference is not None else None
+        # In a normal run the twin starts from the very model it is compared with: load
+        # that file once and train a copy of it.
+        same = current is not None and base is not None and base.model_id == reference.model_id
+        start = copy.deepcopy(current) if same else None
+        twin = _twin(catalog, candidate.version, base, fit_X, fit_y, test_X, start)
         reference_figures = None
-        if reference is not None:
-            reference_figures = score(load_model(catalog, reference), test_X, test_y, names)
+        if current is not None:
+            reference_figures = score(current, test_X, test_y, names)
         judgement = judge(
             rules,
             score(twin, test_X, test_y, names),
@@ -305,8 +311,12 @@ def _twin(
     fit_X: np.ndarray,
     fit_y: np.ndarray,
     test_X: np.ndarray,
+    start: Any = None,
 ) -> Any:
-    """A model trained as the candidate was, but without the held-out rows ``test_X``."""
+    """A model trained as the candidate was, but without the held-out rows ``test_X``.
+
+    ``start`` is the model of ``base``, already loaded, when the caller has it.
+    """
     config = catalog.config
     if base is None:
         X, y = _arrays(catalog, AS_OF_SQL, {"lineage": catalog.lineage(version)})
@@ -315,7 +325,7 @@ def _twin(
         twin = new_model(config)
         twin.fit(X[keep], y[keep])
         return twin
-    twin = load_model(catalog, base)
+    twin = start if start is not None else load_model(catalog, base)
     twin.set_params(**_refreshed_params(config))
     # The same replay sample as the candidate's, sized by the whole delta as there.
     Xr, yr = _replay(catalog, version, len(fit_y) + len(test_X))

@@ -414,6 +414,23 @@ def test_model_predicts_identically_after_joblib_round_trip(fitted, split, tmp_p
 
     np.testing.assert_array_equal(loaded.predict(X_test), fitted.predict(X_test))
     assert loaded.get_params() == fitted.get_params()
+    assert loaded.user_index_ == fitted.user_index_
+    assert loaded.item_index_ == fitted.item_index_
+    assert loaded.user_ids_.dtype == object
+    assert loaded.user_ids_.tolist() == fitted.user_ids_.tolist()
+
+
+def test_ids_of_any_hashable_type_survive_a_joblib_round_trip(tmp_path):
+    X = [[("shop", 1), 7], [("shop", 2), "seven"], [("shop", 1), "seven"]]
+    model = BiasedMF(n_factors=2).fit(X, [4.0, 2.0, 3.0])
+    path = tmp_path / "model.joblib"
+
+    joblib.dump(model, path)
+    loaded = joblib.load(path)
+
+    assert loaded.user_index_ == {("shop", 1): 0, ("shop", 2): 1}
+    assert loaded.item_index_ == {7: 0, "seven": 1}
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
 def test_docstring_examples_run():
