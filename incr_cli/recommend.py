@@ -200,7 +200,7 @@ def _columns(
     users: np.ndarray, items: np.ndarray, scores: np.ndarray, source: str
 ) -> dict[str, np.ndarray]:
     """Flatten (users, k) arrays of items and scores into rows, dropping empty places."""
-    filled = np.not_equal(items, None)
+    filled = items != None  # noqa: E711 - elementwise over an object array
     n_users, k = items.shape
     return {
         "user_id": np.repeat(users, k)[filled.ravel()],

@@ -251,7 +251,7 @@ def _gate(
         current = load_model(catalog, reference) if reference is not None else None
         # In a normal run the twin starts from the very model it is compared with: load
         # that file once and train a copy of it.
-        same = current is not None and base is not None and base.model_id == reference.model_id
+        same = reference is not None and base is not None and base.model_id == reference.model_id
         start = copy.deepcopy(current) if same else None
         twin = _twin(catalog, candidate.version, base, fit_X, fit_y, test_X, start)
         reference_figures = None

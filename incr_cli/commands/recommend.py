@@ -97,10 +97,10 @@ def recommend(
         session(common, "recommend", args, write=False) as cat,
         out.progress("recommend", None) as progress,
     ):
-        result = recommend_all(cat, out_file, k=k, model_version=version, progress=progress)
+        exported = recommend_all(cat, out_file, k=k, model_version=version, progress=progress)
     out.line(
-        f"wrote {result.rows} recommendations for {result.users} users "
-        f"({result.users_fallback} from the most-popular fallback) to {result.path}, "
-        f"model of v{result.model_version}"
+        f"wrote {exported.rows} recommendations for {exported.users} users "
+        f"({exported.users_fallback} from the most-popular fallback) to {exported.path}, "
+        f"model of v{exported.model_version}"
     )
-    out.result(result)
+    out.result(exported)
