@@ -13,14 +13,15 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import joblib
 
 from .catalog import Catalog, describe_environment, now
-from .errors import IntegrityError
+from .errors import IntegrityError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file whole or not at all: ``write`` fills a temporary file beside ``path``,
+    which is flushed to disk and then renamed into place.
+
+    A process killed before the rename leaves only a ``.tmp`` file that no version
+    references, which ``incr verify`` lists and ``incr gc`` removes.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def save_model(
     catalog: Catalog,
     model: Any,
@@ -76,16 +97,7 @@ def save_model(
     catalog.model_dir.mkdir(parents=True, exist_ok=True)
     model_id = int(catalog.one("SELECT coalesce(max(model_id), 0) + 1 FROM models"))
     path = catalog.model_dir / f"v{version}-{kind}-m{model_id}.joblib"
-    handle, temporary = tempfile.mkstemp(dir=catalog.model_dir, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            joblib.dump(model, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda out: joblib.dump(model, out))
     catalog.new_files.append(path)
     digest = file_sha256(path)
     environment = describe_environment()
@@ -131,6 +143,30 @@ def serving_model(catalog: Catalog, version: int) -> ModelRecord | None:
         [catalog.lineage(version)],
     ).fetchone()
     return None if row is None else _record(row)
+
+
+def model_trained_through(catalog: Catalog, version: int) -> ModelRecord:
+    """The model trained through ``version`` on the head's lineage, for ``--model vN``.
+
+    Raises
+    ------
+    UsageError
+        If ``version`` is off the head's lineage or no model was trained through it.
+    """
+    catalog.require(version)
+    head = catalog.require_head()
+    if version not in catalog.lineage(head):
+        raise UsageError(
+            f"v{version} is not on the head's lineage (v{head}); "
+            "pick a version that 'incr log' shows on it"
+        )
+    record = serving_model(catalog, version)
+    if record is None or record.version != version:
+        raise UsageError(
+            f"no model was trained through v{version}; pick a version that "
+            "'incr log' shows with a model, or drop --model"
+        )
+    return record
 
 
 def model_at(catalog: Catalog, version: int, kind: str | None = None) -> ModelRecord | None:

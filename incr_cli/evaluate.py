@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import ModelRecord, load_model, model_at, serving_model
+from .artifacts import ModelRecord, load_model, model_at, model_trained_through, serving_model
 from .catalog import Catalog, now
 from .errors import NothingToDo, UsageError
 from .metrics import coverage, mae, ranking_metrics, rmse, stability
@@ -334,18 +334,7 @@ def _choose(
             )
         return target, record
 
-    catalog.require(model_version)
-    if model_version not in lineage:
-        raise UsageError(
-            f"v{model_version} is not on the head's lineage (v{head}); "
-            "pick a version that 'incr log' shows on it"
-        )
-    record = serving_model(catalog, model_version)
-    if record is None or record.version != model_version:
-        raise UsageError(
-            f"no model was trained through v{model_version}; pick a version that "
-            "'incr log' shows with a model, or drop --model"
-        )
+    record = model_trained_through(catalog, model_version)
     if model_version == head:
         raise NothingToDo(
             f"v{model_version} is the head: no delta follows it yet; "

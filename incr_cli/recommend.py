@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from .artifacts import ModelRecord, load_model, serving_model
+from .artifacts import ModelRecord, load_model, model_trained_through, serving_model
 from .catalog import Catalog
 from .errors import NothingToDo, UsageError
 from .evaluate import fixed_order_lists
@@ -383,19 +383,7 @@ def _model_record(catalog: Catalog, model_version: int | None) -> ModelRecord:
         if record is None:
             raise NothingToDo("no model is trained yet; run 'incr update' first")
         return record
-    catalog.require(model_version)
-    if model_version not in catalog.lineage(head):
-        raise UsageError(
-            f"v{model_version} is not on the head's lineage (v{head}); "
-            "pick a version that 'incr log' shows on it"
-        )
-    record = serving_model(catalog, model_version)
-    if record is None or record.version != model_version:
-        raise UsageError(
-            f"no model was trained through v{model_version}; pick a version that "
-            "'incr log' shows with a model, or drop --model"
-        )
-    return record
+    return model_trained_through(catalog, model_version)
 
 
 __all__ = [

@@ -15,12 +15,11 @@ import html
 import io
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .artifacts import write_atomically
 from .catalog import Catalog, now
 from .errors import NothingToDo
 
@@ -165,8 +164,10 @@ def report(catalog: Catalog, output: Path | None = None) -> ReportResult:
     html_path = path.with_suffix(".html")
     result = ReportResult(table, columns, metrics, systems, path, html_path, changes)
     charts = _charts(result)
-    _write_atomically(path, _markdown(catalog, head, result, charts))
-    _write_atomically(html_path, _html(catalog, head, result, charts))
+    markdown = _markdown(catalog, head, result, charts).encode("utf-8")
+    html = _html(catalog, head, result, charts).encode("utf-8")
+    write_atomically(path, lambda out: out.write(markdown))
+    write_atomically(html_path, lambda out: out.write(html))
     log.debug("wrote report of %d versions to %s and %s", len(table), path, html_path)
     return result
 
@@ -305,18 +306,3 @@ def _html(catalog: Catalog, head: int, result: ReportResult, charts: dict[str, s
         )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, flush it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
