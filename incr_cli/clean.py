@@ -77,6 +77,11 @@ def _rules(catalog: Catalog, config: CleanConfig) -> tuple[str, dict[str, object
     if config.max_timestamp:
         whens.append("WHEN ts > $tmax THEN 'newer than max_timestamp'")
         params["tmax"] = _utc("max_timestamp", config.max_timestamp)
+    if "tmin" in params and "tmax" in params and params["tmin"] > params["tmax"]:  # type: ignore[operator]
+        raise ConfigError(
+            f"clean.min_timestamp {config.min_timestamp!r} is after clean.max_timestamp "
+            f"{config.max_timestamp!r}, so every row would be removed; swap or fix them"
+        )
     case = "CASE " + " ".join(whens) + " END" if whens else "CAST(NULL AS VARCHAR)"
     return case, params
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import duckdb
 import yaml
 from pydantic import (
+    AllowInfNan,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -37,7 +38,8 @@ def _not_bool(value: object) -> object:
 
 # Integers are strict (no bool, no float, no text). Floats refuse bools but accept text
 # such as "1e-3", which YAML 1.1 reads as a string rather than a number.
-Number = Annotated[float, BeforeValidator(_not_bool)]
+# NaN and infinity are refused: a NaN threshold or bound would make every comparison false.
+Number = Annotated[float, BeforeValidator(_not_bool), AllowInfNan(False)]
 ColumnRef = str | Annotated[StrictInt, Field(ge=1)] | None
 
 TIMESTAMP_KEYWORDS = ("auto", "unix", "unix_ms")

@@ -202,6 +202,10 @@ def test_ctrl_c_during_a_query_of_clean_exits_130_and_changes_nothing(
         ("model:\n  factors: true\n", "model.factors Input should be a valid integer (got True)"),
         ("model:\n  lr: true\n", "model.lr must be a number, not true or false (got True)"),
         ("model:\n  factors: 8.5\n", "model.factors Input should be a valid integer (got 8.5)"),
+        (
+            "evaluate:\n  relevance_threshold: .nan\n",
+            "evaluate.relevance_threshold Input should be a finite number (got nan)",
+        ),
     ],
 )
 def test_a_bad_config_value_exits_4_naming_the_key_before_any_work(
@@ -322,3 +326,22 @@ def test_a_closed_output_pipe_exits_141_quietly(tmp_path: Path, command: str) ->
 
     assert done.returncode == ExitCode.BROKEN_PIPE, done.stderr
     assert done.stderr == ""
+
+
+def test_a_clean_window_that_ends_before_it_starts_is_refused(run: Run) -> None:
+    assert run("ingest", str(SAMPLE[0]))[0] == 0
+    before = run.tables()
+    config = run.config('clean:\n  min_timestamp: "2030-01-01"\n  max_timestamp: "2020-01-01"\n')
+
+    code, _, err = run("clean", "--config", config)
+
+    assert code == ExitCode.CONFIG
+    assert "clean.min_timestamp '2030-01-01' is after clean.max_timestamp" in one_line(err)
+    assert run.tables() == before
+
+
+def test_a_report_file_without_report_is_refused(run: Run) -> None:
+    code, _, err = run("evaluate", "--output", str(run.tmp / "r.md"))
+
+    assert code == ExitCode.USAGE
+    assert "--output names the report file and needs --report" in one_line(err)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..catalog import parse_version
+from ..errors import UsageError
 from ..evaluate import evaluate as evaluate_model
 from ..report import DATA_COLUMNS
 from ..report import report as write_report
@@ -114,6 +115,8 @@ def evaluate(
     out = Output(common)
     version = parse_version(model) if model is not None else None
     check_output_file(output, "--output", "report.md")
+    if output is not None and not report:
+        raise UsageError("--output names the report file and needs --report; add --report")
     args = {"model": model, "report": report, "output": output, "save": save}
     with session(common, "evaluate", args, write=save) as cat:
         result = evaluate_model(cat, model_version=version, save=save)
