@@ -71,17 +71,19 @@ def _rules(catalog: Catalog, config: CleanConfig) -> tuple[str, dict[str, object
         _check_pattern(catalog, "exclude_items", config.exclude_items)
         whens.append("WHEN regexp_full_match(item_id, $items) THEN 'item excluded by rule'")
         params["items"] = config.exclude_items
-    if config.min_timestamp:
-        whens.append("WHEN ts < $tmin THEN 'older than min_timestamp'")
-        params["tmin"] = _utc("min_timestamp", config.min_timestamp)
-    if config.max_timestamp:
-        whens.append("WHEN ts > $tmax THEN 'newer than max_timestamp'")
-        params["tmax"] = _utc("max_timestamp", config.max_timestamp)
-    if "tmin" in params and "tmax" in params and params["tmin"] > params["tmax"]:  # type: ignore[operator]
+    tmin = _utc("min_timestamp", config.min_timestamp) if config.min_timestamp else None
+    tmax = _utc("max_timestamp", config.max_timestamp) if config.max_timestamp else None
+    if tmin is not None and tmax is not None and tmin > tmax:
         raise ConfigError(
             f"clean.min_timestamp {config.min_timestamp!r} is after clean.max_timestamp "
             f"{config.max_timestamp!r}, so every row would be removed; swap or fix them"
         )
+    if tmin is not None:
+        whens.append("WHEN ts < $tmin THEN 'older than min_timestamp'")
+        params["tmin"] = tmin
+    if tmax is not None:
+        whens.append("WHEN ts > $tmax THEN 'newer than max_timestamp'")
+        params["tmax"] = tmax
     case = "CASE " + " ".join(whens) + " END" if whens else "CAST(NULL AS VARCHAR)"
     return case, params
 

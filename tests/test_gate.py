@@ -8,9 +8,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from in_process import Cli as InProcess
 
 from incr_cli import gate
-from incr_cli.cli import main
 from incr_cli.config import GateMetric
 from incr_cli.errors import ExitCode
 
@@ -18,26 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = sorted((ROOT / "sample_data").glob("delta-*.csv"))
 
 
-class Cli:
-    """Runs ``incr`` in this process against one catalog, with an optional config."""
+class Cli(InProcess):
+    """``incr`` in this process on ``folder/cat/catalog.duckdb``, with configs in ``folder``."""
 
     def __init__(self, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        super().__init__(folder / "cat" / "catalog.duckdb", capsys)
         self.folder = folder
-        self.catalog = folder / "cat" / "catalog.duckdb"
-        self.capsys = capsys
 
     def config(self, name: str, text: str) -> str:
         path = self.folder / name
         path.write_text(text)
         return str(path)
-
-    def __call__(self, *args: str, expect: int = 0) -> tuple[object, str]:
-        self.capsys.readouterr()
-        code = main([*args, "--catalog", str(self.catalog), "--json"])
-        captured = self.capsys.readouterr()
-        assert code == expect, (args, code, captured.err)
-        result = json.loads(captured.out) if code == 0 and captured.out.strip() else None
-        return result, captured.err
 
     def prepare(self, path: Path) -> None:
         self("ingest", str(path))
