@@ -152,54 +152,46 @@ def update(
     # The gate's reference has learned neither the held-out delta (the head) nor anything
     # after it; it is chosen before training, which adds newer models to the catalog.
     reference = serving_model(catalog, lineage[-2]) if len(lineage) > 1 else None
+    base: ModelRecord | None = None
     if full:
         if since is not None:
             raise UsageError("--full retrains on all data and takes no --since; drop one")
-        not_clean = [v for v in lineage if v not in cleaned]
-        if not_clean:
-            raise UsageError(f"v{not_clean[0]} is not cleaned yet; run 'incr clean' first")
-        with catalog.transaction():
-            results = [_fit_full(catalog, lineage, progress)]
-            _gate(catalog, results, None, reference, force)
-        return _refuse_or_return(results, reference)
-
-    if since is not None:
-        catalog.require(since)
-        if since not in lineage:
-            raise UsageError(
-                f"v{since} is not on the head's lineage (v{head}); "
-                f"run 'incr rollback --to v{since}' first or pick one from 'incr log'"
-            )
-        base = serving_model(catalog, since)
-        if base is None or base.version != since:
-            raise UsageError(
-                f"no model was trained through v{since}; pick a version that 'incr log' "
-                "shows with a model, or drop --since"
-            )
+        todo = lineage
     else:
-        base = serving_model(catalog, head)
-    start = lineage.index(base.version) + 1 if base else 0
-    todo = lineage[start:]
-    if not todo:
-        raise NothingToDo(f"the model is up to date with v{head}; ingest a new file first")
+        if since is not None:
+            catalog.require(since)
+            if since not in lineage:
+                raise UsageError(
+                    f"v{since} is not on the head's lineage (v{head}); "
+                    f"run 'incr rollback --to v{since}' first or pick one from 'incr log'"
+                )
+            base = serving_model(catalog, since)
+            if base is None or base.version != since:
+                raise UsageError(
+                    f"no model was trained through v{since}; pick a version that 'incr log' "
+                    "shows with a model, or drop --since"
+                )
+        else:
+            base = serving_model(catalog, head)
+        todo = lineage[lineage.index(base.version) + 1 :] if base else lineage
+        if not todo:
+            raise NothingToDo(f"the model is up to date with v{head}; ingest a new file first")
     not_clean = [v for v in todo if v not in cleaned]
     if not_clean:
         raise UsageError(f"v{not_clean[0]} is not cleaned yet; run 'incr clean' first")
 
-    if base is None:
-        # No model yet: one fit on all clean data stands for every version so far.
-        with catalog.transaction():
-            results = [_fit_full(catalog, lineage, progress)]
-            _gate(catalog, results, None, reference, force)
-        return _refuse_or_return(results, reference)
-
-    results = []
     with catalog.transaction():
-        for version in todo:
-            last_base = base
-            result = _learn_delta(catalog, version, base, progress)
-            base = result[1]
-            results.append(result[0])
+        if base is None:
+            # Asked for with --full, or no model yet: one fit on all clean data stands for
+            # every version so far.
+            results = [_fit_full(catalog, lineage, progress)]
+            last_base = None
+        else:
+            results = []
+            for version in todo:
+                last_base = base
+                result, base = _learn_delta(catalog, version, base, progress)
+                results.append(result)
         _gate(catalog, results, last_base, reference, force)
     return _refuse_or_return(results, reference)
 
