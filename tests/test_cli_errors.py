@@ -9,8 +9,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -345,3 +348,26 @@ def test_a_report_file_without_report_is_refused(run: Run) -> None:
 
     assert code == ExitCode.USAGE
     assert "--output names the report file and needs --report" in one_line(err)
+
+
+def test_ctrl_c_while_the_program_loads_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.duckdb"
+    assert main(["init", "--catalog", str(catalog), "--quiet"]) == 0
+    incr = Path(sys.executable).parent / "incr"
+    # The lock held here makes `status` wait, so the Ctrl-C finds it loading or waiting,
+    # never finished, however fast the machine.
+    with filelock.FileLock(f"{catalog}.lock"):
+        proc = subprocess.Popen(
+            [str(incr), "status", "--catalog", str(catalog)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Well after the interpreter starts, before typer, rich and DuckDB are loaded here.
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == ExitCode.INTERRUPTED, err
+    assert "Traceback" not in err
+    assert one_line(err).startswith("incr: error: interrupted")
