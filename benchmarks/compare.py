@@ -98,18 +98,21 @@ LATEST_SMALL_DELTAS = 10
 # keys of the settings under test. The first entry is those settings themselves.
 SWEEP_GRID: tuple[dict[str, Any], ...] = (
     {},
-    # The method's parts: no replay of older ratings, more replay, fewer and more passes
-    # over each delta.
+    # The method's parts: no replay of the delta users' history, no random replay, less
+    # and more of it, fewer and more passes over each delta.
+    {"replay_user_history": 0},
     {"replay_ratio": 0.0},
-    {"replay_ratio": 3.0},
+    {"replay_ratio": 0.0, "replay_user_history": 0},
+    {"replay_ratio": 1.0},
+    {"replay_user_history": 20},
     {"partial_epochs": 1},
+    {"partial_epochs": 5},
     {"partial_epochs": 10},
-    # The settings before the sweep chose the current defaults.
-    {"reg_bias": 0.02, "lr_decay": 0.95},
+    # The settings before this sweep chose the current defaults.
+    {"replay_ratio": 1.0, "replay_user_history": 0, "partial_epochs": 5},
     {"reg_bias": 0.02},
     {"lr_decay": 0.95},
     {"reg": 0.02},
-    {"lr": 0.005},
 )
 
 
@@ -660,14 +663,17 @@ def cost_incr_fit(synthetic: Synthetic, config: Config, repeats: int) -> dict[st
     }
 
     # The library-level 1% update, mirroring update.py: the delta plus a replay sample of
-    # replay_ratio times its size drawn from the older ratings, all of weight one.
+    # replay_ratio times its size drawn from the older ratings, plus each delta user's
+    # newest replay_user_history older ratings, all of weight one.
     everything = Ratings.concat([train, test])
     cut = len(everything) - len(everything) // 100
     older, delta = everything.take(slice(0, cut)), everything.take(slice(cut, None))
     base = new_model(config).fit(older.pairs, older.ratings)
     n_replay = min(len(older), round(config.model.replay_ratio * len(delta)))
     replay = older.take(np.random.default_rng(0).choice(len(older), n_replay, replace=False))
-    batch = Ratings.concat([delta, replay])
+    history = older.take(_newest_per_user(older, delta, config.model.replay_user_history))
+    batch = Ratings.concat([delta, replay, history])
+    result["partial_rows"] = len(batch)
     result["partial_seconds"] = math.inf
     for _ in range(max(repeats, 3)):
         model = copy.deepcopy(base)  # each run starts from the same fitted model
@@ -681,6 +687,20 @@ def cost_incr_fit(synthetic: Synthetic, config: Config, repeats: int) -> dict[st
     )
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def _newest_per_user(older: Ratings, delta: Ratings, per_user: int) -> np.ndarray:
+    """Rows of ``older`` (in time order) that are among the newest ``per_user`` of a user
+    who rates in ``delta``, as update.py's USER_HISTORY_SQL draws them."""
+    rows = np.flatnonzero(np.isin(older.users, np.unique(delta.users)))
+    taken: dict[str, int] = {}
+    kept = []
+    for row in rows[::-1]:
+        user = older.users[row]
+        if taken.get(user, 0) < per_user:
+            taken[user] = taken.get(user, 0) + 1
+            kept.append(row)
+    return np.array(sorted(kept), dtype=np.int64)
 
 
 def cost_incr_pipeline(synthetic: Synthetic, config: Config, repeats: int) -> dict[str, float]:

@@ -108,13 +108,14 @@ class CleanConfig(_Section):
 class ModelConfig(_Section):
     factors: StrictInt = Field(32, ge=1, le=1024)
     epochs: StrictInt = Field(20, ge=1, le=1000)
-    partial_epochs: StrictInt = Field(5, ge=1, le=1000)
+    partial_epochs: StrictInt = Field(3, ge=1, le=1000)
     lr: Number = Field(0.01, gt=0, le=1)
     lr_decay: Number = Field(1.0, gt=0, le=1)
     reg: Number = Field(0.05, ge=0)
     reg_bias: Number = Field(0.2, ge=0)
     init_std: Number = Field(0.1, gt=0)
-    replay_ratio: Number = Field(1.0, ge=0, le=100)
+    replay_ratio: Number = Field(2.0, ge=0, le=100)
+    replay_user_history: StrictInt = Field(50, ge=0, le=1_000_000)
     seed: StrictInt = Field(0, ge=0)
 
 

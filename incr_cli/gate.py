@@ -1,6 +1,6 @@
 """The quality gate: whether a candidate model may replace the one serving.
 
-``incr update`` holds out the newest share of the last delta it learns (by time), trains a
+``incr update`` holds out a random share of the last delta it learns, trains a
 twin of the candidate without those rows, and scores the twin and the reference model (the
 newest model that has not learned that delta either) on the same held-out rows. This
 module holds the pure part: scoring a model on those rows and judging the figures against

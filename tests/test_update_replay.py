@@ -1,0 +1,111 @@
+"""What ``incr update`` replays with a delta, and which rows its quality gate holds out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from incr_cli.catalog import Catalog, Invocation, open_catalog
+from incr_cli.clean import clean_pending
+from incr_cli.config import Config
+from incr_cli.ingest import ingest_files
+from incr_cli.update import _held_out_rows, _replay
+
+# User a rates six items, b three; then a comes back for i7 and c is new.
+BASE = """user,item,rating,timestamp
+a,i1,5,1
+a,i2,4,2
+b,i1,3,3
+a,i3,2,4
+b,i2,4,5
+a,i4,3,6
+b,i3,5,7
+a,i5,4,8
+a,i6,1,9
+"""
+DELTA = """user,item,rating,timestamp
+a,i7,5,10
+c,i1,4,11
+"""
+
+
+def _config(**model: float) -> Config:
+    return Config.model_validate({"model": model})
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> list[Path]:
+    paths = [tmp_path / "base.csv", tmp_path / "delta.csv"]
+    for path, text in zip(paths, (BASE, DELTA), strict=True):
+        path.write_text(text)
+    return paths
+
+
+@contextmanager
+def _catalog(tmp_path: Path, files: list[Path], config: Config) -> Iterator[Catalog]:
+    path = tmp_path / "catalog" / "catalog.duckdb"
+    with open_catalog(path, config, Invocation("test"), write=True, create=True) as catalog:
+        ingest_files(catalog, files[:1])
+        ingest_files(catalog, files[1:])
+        clean_pending(catalog)
+        yield catalog
+
+
+def _replayed(tmp_path: Path, files: list[Path], **model: float) -> list[tuple[str, str, float]]:
+    with _catalog(tmp_path, files, _config(**model)) as catalog:
+        X, y = _replay(catalog, catalog.require_head(), delta_rows=2)
+    return [(u, i, r) for (u, i), r in zip(X.tolist(), y.tolist(), strict=True)]
+
+
+def test_a_returning_user_replays_their_newest_older_ratings_in_time_order(
+    tmp_path: Path, files: list[Path]
+) -> None:
+    replayed = _replayed(tmp_path, files, replay_ratio=0.0, replay_user_history=3)
+    # Only a rated before; c is new and b is not in the delta.
+    assert replayed == [("a", "i4", 3.0), ("a", "i5", 4.0), ("a", "i6", 1.0)]
+
+
+def test_a_history_longer_than_the_cap_is_replayed_whole(tmp_path: Path, files: list[Path]) -> None:
+    replayed = _replayed(tmp_path, files, replay_ratio=0.0, replay_user_history=50)
+    assert [item for _, item, _ in replayed] == ["i1", "i2", "i3", "i4", "i5", "i6"]
+
+
+def test_nothing_is_replayed_when_both_parts_are_off(tmp_path: Path, files: list[Path]) -> None:
+    assert _replayed(tmp_path, files, replay_ratio=0.0, replay_user_history=0) == []
+
+
+def test_the_random_sample_is_replay_ratio_times_the_delta_and_repeatable(
+    tmp_path: Path, files: list[Path]
+) -> None:
+    first = _replayed(tmp_path / "1", files, replay_ratio=1.5, replay_user_history=0)
+    again = _replayed(tmp_path / "2", files, replay_ratio=1.5, replay_user_history=0)
+    assert len(first) == 3  # round(1.5 * 2)
+    assert first == again
+    older = {tuple(line.split(",")[:3]) for line in BASE.splitlines()[1:]}
+    assert {(u, i, f"{r:g}") for u, i, r in first} <= older
+
+
+def test_both_parts_are_replayed_together(tmp_path: Path, files: list[Path]) -> None:
+    sample = _replayed(tmp_path / "1", files, replay_ratio=1.0, replay_user_history=0)
+    history = _replayed(tmp_path / "2", files, replay_ratio=0.0, replay_user_history=2)
+    both = _replayed(tmp_path / "3", files, replay_ratio=1.0, replay_user_history=2)
+    assert both == sample + history
+
+
+def test_the_gate_holds_out_a_seeded_random_share(tmp_path: Path, files: list[Path]) -> None:
+    masks = {}
+    for seed in (0, 1):
+        with _catalog(tmp_path / str(seed), files, _config(seed=seed)) as catalog:
+            head = catalog.require_head()
+            first = _held_out_rows(catalog, head, rows=1000, held_out=200)
+            again = _held_out_rows(catalog, head, rows=1000, held_out=200)
+            assert first.sum() == 200
+            assert np.array_equal(first, again)
+            masks[seed] = first
+    assert not np.array_equal(masks[0], masks[1])
+    # Spread over the delta, not its newest rows: a fair share falls in each half.
+    assert 60 <= masks[0][:500].sum() <= 140
