@@ -65,6 +65,7 @@ class VersionInfo:
     models: list[int]
     rmse: float | None
     gate: list[dict[str, Any]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Status:
     model: dict[str, Any] | None
     last_metrics: dict[str, Any] = field(default_factory=dict)
     last_gate: dict[str, Any] | None = None
+    source: dict[str, Any] | None = None
 
 
 def rollback(catalog: Catalog, to: int) -> RollbackResult:
@@ -136,6 +138,7 @@ def version_log(catalog: Catalog) -> list[VersionInfo]:
             "WHERE system = 'model' AND metric = 'rmse' GROUP BY version"
         )
     )
+    files = _source_files(catalog)
     infos = []
     for row in catalog.rows(
         "SELECT version, parent, created_at, source_path, rows_read, rows_accepted, "
@@ -162,9 +165,23 @@ def version_log(catalog: Catalog) -> list[VersionInfo]:
                 models.get(version, []),
                 rmse.get(version),
                 gate.get(version, []),
+                files.get(version, []),
             )
         )
     return infos
+
+
+def _source_files(catalog: Catalog, version: int | None = None) -> dict[int, list[str]]:
+    """The files each version was ingested from (all versions, or one), in order.
+
+    Versions ingested before the files were recorded have none.
+    """
+    rows = catalog.rows(
+        "SELECT version, json_extract_string(details, '$.files[*].path') FROM stages "
+        "WHERE stage = 'ingest' AND (? IS NULL OR version = ?)",
+        [version, version],
+    )
+    return {v: list(paths or []) for v, paths in rows}
 
 
 def status(catalog: Catalog) -> Status:
@@ -212,7 +229,16 @@ def status(catalog: Catalog) -> Status:
         model,
         _last_metrics(catalog, lineage),
         _last_gate(catalog, lineage),
+        _head_source(catalog, head),
     )
+
+
+def _head_source(catalog: Catalog, head: int | None) -> dict[str, Any] | None:
+    """The path the head version was ingested from, and its files."""
+    if head is None:
+        return None
+    path = catalog.one("SELECT source_path FROM versions WHERE version = ?", [head])
+    return {"version": head, "path": path, "files": _source_files(catalog, head).get(head, [])}
 
 
 def _last_gate(catalog: Catalog, lineage: list[int]) -> dict[str, Any] | None:

@@ -89,7 +89,7 @@ def log(
             f"v{i.parent}" if i.parent else "-",
             i.state,
             i.created_at,
-            (i.source or "-").rsplit("/", 1)[-1],
+            _source(i.source, i.files),
             str(i.rows_accepted),
             str(i.rows_rejected),
             ",".join(i.stages),
@@ -126,6 +126,8 @@ def status(
         f"head     {'v' + str(s.head) if s.head else 'none'} "
         f"({len(s.lineage)} on its lineage, {s.rolled_back} rolled back)"
     )
+    if s.source:
+        out.line(f"source   v{s.source['version']}: {_source(s.source['path'], s.source['files'])}")
     out.line(f"data     {s.clean_rows} clean ratings, {s.users} users, {s.items} items")
     for stage, versions in s.pending.items():
         if versions:
@@ -147,3 +149,9 @@ def status(
             f"(global mean {fmt(base.get('rmse'))}), ndcg {fmt(model_figures.get('ndcg'))}"
         )
     out.result(s)
+
+
+def _source(path: str | None, files: list[str]) -> str:
+    """A version's source in a table cell: the file's name, or a folder's with its count."""
+    name = (path or "-").rsplit("/", 1)[-1]
+    return f"{name} ({len(files)} files)" if len(files) > 1 else name
