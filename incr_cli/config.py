@@ -61,6 +61,8 @@ class Columns(_Section):
 
 
 class IngestConfig(_Section):
+    # auto tells each file's format from its first bytes and its name.
+    format: Literal["auto", "csv", "parquet"] = "auto"
     delimiter: Literal["auto", ",", "\t", ";", "|"] = "auto"
     header: Literal["auto"] | bool = "auto"
     columns: Columns = Columns()

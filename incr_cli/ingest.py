@@ -1,8 +1,11 @@
-"""Ingest: turn one file of interactions into one new data version.
+"""Ingest: turn one file, or a folder or glob of files, into one new data version.
 
-The file is read by DuckDB (never row by row in Python): every field as text first, so
+The files are read by DuckDB (never row by row in Python): every field as text first, so
 that a bad value becomes a quarantined row with its line number and reason instead of a
 failed load. Rows DuckDB cannot split into the expected columns are quarantined too.
+Delimited text (plain or gzip-compressed) and Parquet take the same checks; Parquet
+values are turned into text first, so that a rating or a time is judged the same way
+whichever format holds it. See :mod:`incr_cli.sources` for how each format is told.
 
 Timestamps are stored in UTC without a zone: a value that names its zone or offset is
 converted, a value without one is taken to be UTC already.
@@ -13,12 +16,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import duckdb
@@ -26,7 +29,17 @@ import duckdb
 from . import __version__
 from .catalog import Catalog, now
 from .config import Columns, IngestConfig
-from .errors import BadInput, NothingToDo, PathNotFound
+from .errors import BadInput, NothingToDo
+from .sources import (
+    CSV,
+    SNIFF_BYTES,
+    FileFormat,
+    FileScan,
+    Source,
+    expand,
+    open_text,
+    scan_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +76,12 @@ ALIASES = {
     },
 }
 
-SNIFF_BYTES = 64 * 1024
 SNIFF_LINES = 50
-SCAN_BYTES = 1 << 20
-UTF8_BOM = b"\xef\xbb\xbf"
 
-# A newline followed by another one (LF or CRLF) ends the line before an empty line.
-_BEFORE_EMPTY_LINE = re.compile(rb"\n(?=\r?\n)")
+# Temporary tables of one load, in the catalog's connection.
+LOAD_TABLES = ("staging", "checked", "incr_load_rejects", "incr_load_scans", "incr_load_errors")
 
 # What each kind of row DuckDB could not split is reported as; {n} is the expected count.
-# Temporary tables of one file's load, in the catalog's connection.
-LOAD_TABLES = ("staging", "checked", "incr_load_rejects", "incr_load_scans")
-
 SPLIT_ERRORS = {
     "TOO MANY COLUMNS": "row has more fields than the {n} expected",
     "MISSING COLUMNS": "row has fewer fields than the {n} expected",
@@ -83,75 +90,57 @@ SPLIT_ERRORS = {
     "LINE SIZE OVER MAXIMUM": "row is longer than the 2,000,000 bytes a line may hold",
 }
 
-# Leading bytes of compressed files; DuckDB would read some of them, but the layout
-# detection and the line numbers need the text itself.
-COMPRESSED = {
-    b"\x1f\x8b": "gzip",
-    b"BZh": "bzip2",
-    b"\xfd7zXZ\x00": "xz",
-    b"\x28\xb5\x2f\xfd": "zstd",
-    b"PK\x03\x04": "zip",
-}
+DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
 
 @dataclass(frozen=True)
 class Layout:
-    """How one file is laid out: its delimiter, header and the position of each field."""
+    """How one file is laid out: its delimiter, header and the position of each field.
+
+    ``columns`` are the header's names (none without a header) and ``types`` the column
+    types of a Parquet file; the files of one delta must agree on all of it. A Parquet
+    file has no delimiter and always names its columns.
+    """
 
     delimiter: str
     header: bool
     n_columns: int
     positions: dict[str, int | None]  # 0-based column of each field, None if absent
+    columns: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
 
-
-@dataclass(frozen=True)
-class FileScan:
-    """What one pass over a file's bytes finds.
-
-    Attributes
-    ----------
-    sha256
-        Hex digest of the whole file.
-    size
-        Length in bytes.
-    lines
-        Number of lines, the last one counted whether or not a newline ends it.
-    empty_lines
-        1-based numbers of the lines that hold nothing (not even a space). DuckDB skips
-        them without a trace, so they must be known to number the rows it returns.
-    """
-
-    sha256: str
-    size: int
-    lines: int
-    empty_lines: tuple[int, ...]
-
-    @property
-    def leading_empty_lines(self) -> int:
-        """How many empty lines come before the first line that holds anything."""
-        count = 0
-        while count < len(self.empty_lines) and self.empty_lines[count] == count + 1:
-            count += 1
-        return count
+    def describe(self) -> str:
+        """The columns in a few words, for a message comparing two files."""
+        if self.types:
+            shown = [f"{_shown(n)} {t}" for n, t in zip(self.columns, self.types, strict=True)]
+        else:
+            shown = [_shown(n) for n in self.columns] or [f"{self.n_columns} unnamed columns"]
+        if self.delimiter:
+            shown.append(f"{DELIMITER_NAMES.get(self.delimiter, repr(self.delimiter))}-separated")
+        return ", ".join(shown)
 
 
 @dataclass
 class FileResult:
-    """What ingesting one file did.
+    """What ingesting one path (a file, a folder or a glob) did.
 
     Attributes
     ----------
     path
-        The file as given.
+        The path as given.
     version
         The version it became, or None when it was skipped.
     rows_read, rows_accepted, rows_rejected
-        Rows found (the header and empty lines aside), kept in ``ratings_raw`` and
+        Rows found (headers and empty lines aside), kept in ``ratings_raw`` and
         quarantined in ``rejects``.
     reasons
         Rejected rows per reason, the bad value left out, most frequent first.
     skipped
-        Why the file was not ingested, or None.
+        Why the path was not ingested, or None.
+    files
+        The files read, in order: the path itself, or what a folder or glob holds.
+    format
+        ``csv``, ``csv.gz`` or ``parquet``; with files of both, ``csv,csv.gz``.
     """
 
     path: str
@@ -161,65 +150,13 @@ class FileResult:
     rows_rejected: int
     reasons: dict[str, int]
     skipped: str | None = None
+    files: list[str] = dataclass_field(default_factory=list)
+    format: str | None = None
 
 
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
     return scan_file(path).sha256
-
-
-def scan_file(path: Path, *, chunk_size: int = SCAN_BYTES) -> FileScan:
-    """Hash a file and find its empty lines, in one pass of bounded memory.
-
-    Lines end with LF or CRLF. A UTF-8 byte order mark before the first line is ignored
-    when looking for empty lines, as DuckDB ignores it. The file is read ``chunk_size``
-    bytes at a time (at least 3, so that the first chunk holds the whole mark).
-
-    NOTE: an empty line inside a quoted value is counted too; DuckDB's numbering is off
-    there in any case (it counts a quoted value that spans lines as one line).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     path = Path(tmp) / "f.csv"
-    ...     _ = path.write_bytes(b"\\r\\nu,i,r\\r\\n1,2,3\\r\\n\\r\\n4,5,6\\r\\n")
-    ...     scan_file(path).empty_lines
-    (1, 4)
-    """
-    digest = hashlib.sha256()
-    size = 0
-    empty: list[int] = []
-    # A virtual newline before the first byte lets an empty first line be found like any
-    # other; it is newline number 0, so the count of newlines before `tail` starts at -1.
-    tail = b"\n"
-    newlines_before_tail = -1
-    first = True
-    with path.open("rb") as handle:
-        while chunk := handle.read(max(chunk_size, len(UTF8_BOM))):
-            digest.update(chunk)
-            size += len(chunk)
-            if first:
-                chunk = chunk.removeprefix(UTF8_BOM)
-                first = False
-            buffer = tail + chunk
-
-            # The line after the n-th newline is line n + 1. A match lying wholly inside
-            # the tail was found in the previous buffer already.
-            counted_to, newlines = 0, newlines_before_tail
-            for match in _BEFORE_EMPTY_LINE.finditer(buffer):
-                end = match.start() + (2 if buffer[match.start() + 1] == 0x0A else 3)
-                newlines += buffer.count(b"\n", counted_to, match.start() + 1)
-                counted_to = match.start() + 1
-                if end > len(tail):
-                    empty.append(newlines + 1)
-
-            # Keep two bytes: enough for a newline whose following "\r\n" is yet to come.
-            newlines_before_tail += buffer.count(b"\n") - buffer[-2:].count(b"\n")
-            tail = buffer[-2:]
-    newlines = newlines_before_tail + tail.count(b"\n")
-    lines = newlines + (0 if tail.endswith(b"\n") else 1)
-    return FileScan(digest.hexdigest(), size, lines, tuple(empty))
 
 
 def _shown(name: str) -> str:
@@ -232,9 +169,12 @@ def _normalise(name: str) -> str:
     return "".join(ch for ch in name.strip().lower() if ch not in "_- ")
 
 
-def _first_lines(path: Path, encoding: str) -> list[str]:
-    with path.open("rb") as handle:
-        sample = handle.read(SNIFF_BYTES)
+def _first_lines(path: Path, encoding: str, fmt: FileFormat = CSV) -> list[str]:
+    try:
+        with open_text(path, fmt) as handle:
+            sample = handle.read(SNIFF_BYTES)
+    except (OSError, EOFError) as exc:
+        raise BadInput(path, f"cannot be read: {exc}") from exc
     text = sample.decode(encoding, errors="replace").removeprefix("\ufeff")
     lines = text.splitlines()
     if len(sample) == SNIFF_BYTES and len(lines) > 1:
@@ -251,16 +191,19 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def detect_layout(path: Path, config: IngestConfig) -> Layout:
+def detect_layout(path: Path, config: IngestConfig, fmt: FileFormat = CSV) -> Layout:
     """Find the delimiter, the header and where each field sits.
 
     Configured values win; otherwise the delimiter is sniffed from the first lines, a
     header is assumed when its first row names a known field or holds no number, and a
     file without a header is read as user, item, rating[, timestamp]. A header sets the
     number of columns; without one it is the most common count among the first lines, so
-    that one malformed first row does not decide how the whole file is split.
+    that one malformed first row does not decide how the whole file is split. A Parquet
+    file's columns are named in it, so only ``ingest.columns`` applies.
     """
-    lines = _first_lines(path, config.encoding)
+    if fmt.kind == "parquet":
+        return _parquet_layout(path, config)
+    lines = _first_lines(path, config.encoding, fmt)
     if not lines:
         raise BadInput(path, "the file is empty; nothing to ingest")
 
@@ -272,7 +215,8 @@ def detect_layout(path: Path, config: IngestConfig) -> Layout:
             sample = "\n".join(lines[:SNIFF_LINES])
             delimiter = csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
         except csv.Error:
-            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            tsv = ".tsv" in (suffix.lower() for suffix in path.suffixes)
+            delimiter = "\t" if tsv else ","
     rows = list(csv.reader(lines[:SNIFF_LINES], delimiter=delimiter))
     first = rows[0]
 
@@ -295,7 +239,26 @@ def detect_layout(path: Path, config: IngestConfig) -> Layout:
     counts = Counter(len(row) for row in rows)
     n_columns = len(first) if header else counts.most_common(1)[0][0]
     positions = _map_columns(path, config.columns, first if header else None, n_columns)
-    return Layout(delimiter, header, n_columns, positions)
+    return Layout(delimiter, header, n_columns, positions, tuple(first) if header else ())
+
+
+def _parquet_layout(path: Path, config: IngestConfig) -> Layout:
+    """The columns of a Parquet file, read from its footer, and where each field sits."""
+    with duckdb.connect() as con:
+        try:
+            described = con.execute(
+                "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))",
+                [str(path)],
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise BadInput(path, f"cannot be read as Parquet: {_first_line(exc)}") from exc
+    names = [name for name, _ in described]
+    positions = _map_columns(path, config.columns, names, len(names))
+    return Layout("", True, len(names), positions, tuple(names), tuple(t for _, t in described))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _map_columns(
@@ -387,30 +350,41 @@ def _utc_session(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute("SET TimeZone = ?", [previous[0] if previous else "UTC"])
 
 
-# The rows of a file, typed and checked. Staged rows carry no line number, so it is
-# rebuilt: the lines that give no staged row (the header, empty lines, rows DuckDB could
-# not split) are counted off in order. The k-th such line, at line L, has L - k staged
-# rows before it, so the staged row at 0-based position rn lies after the largest k whose
-# L - k <= rn, at line rn + 1 + k. Several lines in a row share one L - k; the largest k
-# of each group is the one that counts.
-VALIDATE_SQL = """
-CREATE TEMP TABLE checked AS
-WITH skipped AS (
-    SELECT line, row_number() OVER (ORDER BY line) AS k
+# How each staged row of delimited text gets its line. Staged rows carry no line number,
+# so it is rebuilt per file: the lines that give no staged row (the header, empty lines,
+# rows DuckDB could not split) are counted off in order. The k-th such line of a file, at
+# line L, has L - k staged rows of that file before it, so the staged row at 0-based
+# position rn of its file lies after the largest k whose L - k <= rn, at line rn + 1 + k.
+# Several lines in a row share one L - k; the largest k of each group is the one that
+# counts. A file's rows follow those of the files before it in the delta.
+CSV_NUMBERED_SQL = """
+skipped AS (
+    SELECT file, line, row_number() OVER (PARTITION BY file ORDER BY line) AS k
     FROM (
-        SELECT line FROM incr_load_rejects
+        SELECT file, line FROM incr_load_errors
         UNION
-        SELECT unnest(CAST($skipped AS BIGINT[]))
+        SELECT unnest(CAST($skipped_files AS INTEGER[])), unnest(CAST($skipped AS BIGINT[]))
     )
 ),
 gaps AS (
-    SELECT line - k AS rows_before, max(k) AS k FROM skipped GROUP BY line - k
+    SELECT file, line - k AS rows_before, max(k) AS k FROM skipped GROUP BY file, line - k
 ),
 numbered AS (
-    SELECT s.*, s.rn + 1 + coalesce(gaps.k, 0) AS line
-    FROM (SELECT rowid - (SELECT min(rowid) FROM staging) AS rn, * FROM staging) s
-    ASOF LEFT JOIN gaps ON s.rn >= gaps.rows_before
-),
+    SELECT s.*, CAST($offsets AS BIGINT[])[s.file] + s.rn + 1 + coalesce(gaps.k, 0) AS line
+    FROM (SELECT rowid - CAST($firsts AS BIGINT[])[file] AS rn, * FROM staging) s
+    ASOF LEFT JOIN gaps ON s.file = gaps.file AND s.rn >= gaps.rows_before
+)"""
+
+# A Parquet row's line is its 1-based row number, after the rows of the files before it.
+PARQUET_NUMBERED_SQL = """
+numbered AS (
+    SELECT *, CAST($offsets AS BIGINT[])[file] + local_line AS line FROM staging
+)"""
+
+# The rows of a delta, typed and checked.
+VALIDATE_SQL = """
+CREATE TEMP TABLE checked AS
+WITH {numbered},
 fields AS (
     SELECT line, {raw_sql} AS raw,
            nullif(trim({user}), '') AS user_id,
@@ -443,89 +417,208 @@ SELECT line, user_id, item_id, rating, ts, reason,
 FROM judged
 """
 
+# The staged text of one group of delimited files read alike; `file` is each row's place
+# in the delta's list of files (1-based), the order of rows within a file is kept.
+STAGE_CSV_SQL = """
+INSERT INTO staging
+SELECT list_position($paths, filename), {columns} FROM read_csv(
+    $files, delim = $delim, header = $header, columns = $columns, skip = $skip,
+    quote = '"', escape = '"', auto_detect = false, encoding = $encoding,
+    compression = $compression, filename = true,
+    store_rejects = true, rejects_table = 'incr_load_rejects',
+    rejects_scan = 'incr_load_scans')
+"""
+
+# The lines DuckDB could not split, each with its file's place in the delta.
+LOAD_ERRORS_SQL = """
+CREATE TEMP TABLE incr_load_errors AS
+SELECT list_position($paths, s.file_path) AS file, r.line, r.column_idx, r.error_type,
+       r.csv_line, r.error_message
+FROM incr_load_rejects r JOIN incr_load_scans s USING (scan_id, file_id)
+"""
+
+NO_LOAD_ERRORS_SQL = """
+CREATE TEMP TABLE incr_load_errors (
+    file INTEGER, line BIGINT, column_idx BIGINT, error_type VARCHAR, csv_line VARCHAR,
+    error_message VARCHAR
+)
+"""
+
+# Every column of every Parquet file as text, with its file and 1-based row number.
+STAGE_PARQUET_SQL = """
+CREATE TEMP TABLE staging AS
+SELECT list_position($paths, filename) AS file, file_row_number + 1 AS local_line, {casts}
+FROM read_parquet($paths, filename = true, file_row_number = true) AS t({columns})
+"""
+
 # One reject per line DuckDB could not split; a line has one record per missing column.
 # NOTE: an error of the whole line (too long) has no column, and arg_min skips null keys.
 SPLIT_REJECTS_SQL = """
 INSERT INTO rejects
-SELECT $version, line,
+SELECT $version, CAST($offsets AS BIGINT[])[file] + line,
        CASE arg_min(error_type, coalesce(column_idx, -1)) {cases}
             ELSE 'row cannot be read: '
                  || coalesce(lower(arg_min(error_type, coalesce(column_idx, -1))), 'unknown')
        END,
        trim(arg_min(csv_line, coalesce(column_idx, -1)), chr(13) || chr(10))
-FROM incr_load_rejects GROUP BY line
+FROM incr_load_errors GROUP BY file, line
 """
 
 
+@dataclass(frozen=True)
+class _Delta:
+    """The files of one new version, read: their bytes, layout and where each one starts.
+
+    ``offsets`` holds, per file, the lines (rows, for Parquet) of the files before it, so
+    that line L of file k is line ``offsets[k] + L`` of the delta; ``counts`` the lines
+    (rows) of each file.
+    """
+
+    source: Source
+    scans: list[FileScan]
+    layout: Layout
+    offsets: list[int]
+    counts: list[int]
+
+    @property
+    def paths(self) -> list[str]:
+        """The files as DuckDB is given them, and names them back."""
+        return [str(file) for file in self.source.files]
+
+    @property
+    def parquet(self) -> bool:
+        return self.source.format.kind == "parquet"
+
+    @property
+    def expected_rows(self) -> int:
+        """The rows the files should hold: lines less empty ones and headers."""
+        if self.parquet:
+            return sum(self.counts)
+        return sum(
+            scan.lines - len(scan.empty_lines) - int(self.layout.header) for scan in self.scans
+        )
+
+
 def _load(
-    con: duckdb.DuckDBPyConnection,
-    path: Path,
-    layout: Layout,
-    config: IngestConfig,
-    scan: FileScan,
-    ingest_time: str,
+    con: duckdb.DuckDBPyConnection, delta: _Delta, config: IngestConfig, ingest_time: str
 ) -> None:
-    """Stage the file's rows as text, then type and check every row in SQL."""
+    """Stage the files' rows as text, then type and check every row in SQL."""
     _drop_load_tables(con)
+    layout = delta.layout
+    with _utc_session(con):
+        # NOTE: a Parquet time with a zone turns into text in the session's zone: UTC.
+        params = _stage_parquet(con, delta) if delta.parquet else _stage_csv(con, delta, config)
+
+        def col(field: str) -> str:
+            position = layout.positions[field]
+            return "NULL" if position is None else f"c{position}"
+
+        timestamp = col("timestamp")
+        params |= {
+            "offsets": delta.offsets,
+            "rmin": config.rating_min,
+            "rmax": config.rating_max,
+            "range": f"[{config.rating_min:g}, {config.rating_max:g}]",
+        }
+        ts_sql = _timestamp_sql(config)
+        if "$fmt" in ts_sql:
+            params["fmt"] = config.timestamp_format
+        if timestamp == "NULL":
+            # NOTE: a file without a timestamp column gets the time it was ingested.
+            timestamp, ts_sql = "$ingest_time", "CAST(ts_raw AS TIMESTAMP)"
+            params["ingest_time"] = ingest_time
+        if delta.parquet:
+            # A Parquet row has no text of its own: its columns, named, as JSON.
+            pairs = []
+            for i, name in enumerate(layout.columns):
+                params[f"name{i}"] = name
+                pairs.append(f"$name{i}, c{i}")
+            raw_sql = f"CAST(json_object({', '.join(pairs)}) AS VARCHAR)"
+        else:
+            params["delim"] = layout.delimiter
+            raw_cols = ", ".join(f"coalesce(c{i}, '')" for i in range(layout.n_columns))
+            raw_sql = f"concat_ws($delim, {raw_cols})"
+        sql = VALIDATE_SQL.format(
+            numbered=PARQUET_NUMBERED_SQL if delta.parquet else CSV_NUMBERED_SQL,
+            ts_sql=ts_sql,
+            raw_sql=raw_sql,
+            user=col("user"),
+            item=col("item"),
+            rating=col("rating"),
+            ts=timestamp,
+        )
+        con.execute(sql, params)
+
+
+def _stage_csv(
+    con: duckdb.DuckDBPyConnection, delta: _Delta, config: IngestConfig
+) -> dict[str, object]:
+    """Read the delimited files into ``staging``; the parameters their numbering needs."""
+    layout = delta.layout
     names = {f"c{i}": "VARCHAR" for i in range(layout.n_columns)}
-    # NOTE: DuckDB would take an empty first line for the header, so leading empty lines
-    # are skipped; its line numbers still count them.
-    leading = scan.leading_empty_lines
+    con.execute(
+        "CREATE TEMP TABLE staging (file INTEGER, "
+        + ", ".join(f"{name} VARCHAR" for name in names)
+        + ")"
+    )
+    # One read_csv over each list of files read alike. NOTE: DuckDB would take an empty
+    # first line for the header, so leading empty lines are skipped (its line numbers
+    # still count them), and the number skipped is one setting for all files of a read.
+    groups: dict[tuple[bool, int], list[str]] = {}
+    for path, fmt, scan in zip(delta.paths, delta.source.formats, delta.scans, strict=True):
+        groups.setdefault((fmt.gzip, scan.leading_empty_lines), []).append(path)
+    for (gzipped, leading), files in groups.items():
+        try:
+            con.execute(
+                STAGE_CSV_SQL.format(columns=", ".join(names)),
+                {
+                    "paths": delta.paths,
+                    "files": files,
+                    "delim": layout.delimiter,
+                    "header": layout.header,
+                    "columns": names,
+                    "skip": leading,
+                    "encoding": config.encoding,
+                    "compression": "gzip" if gzipped else "none",
+                },
+            )
+        except duckdb.Error as exc:
+            where = delta.source.given if len(files) == len(delta.paths) else files[0]
+            raise BadInput(where, f"cannot be read as delimited text: {_first_line(exc)}") from exc
+    con.execute(LOAD_ERRORS_SQL, {"paths": delta.paths})
+
+    # Each file's rows are staged together and in order, from its first rowid on.
+    firsts = [0] * len(delta.paths)
+    for file, first in con.execute("SELECT file, min(rowid) FROM staging GROUP BY file").fetchall():
+        firsts[file - 1] = first
+    skipped_files: list[int] = []
+    skipped: list[int] = []
+    for index, scan in enumerate(delta.scans, start=1):
+        lines = list(scan.empty_lines)
+        if layout.header:
+            lines.append(scan.leading_empty_lines + 1)
+        skipped_files += [index] * len(lines)
+        skipped += lines
+    return {"firsts": firsts, "skipped_files": skipped_files, "skipped": skipped}
+
+
+def _stage_parquet(con: duckdb.DuckDBPyConnection, delta: _Delta) -> dict[str, object]:
+    """Read the Parquet files into ``staging``, every value as text."""
+    columns = [f"c{i}" for i in range(delta.layout.n_columns)]
     try:
         con.execute(
-            """
-            CREATE TEMP TABLE staging AS SELECT * FROM read_csv(
-                $path, delim = $delim, header = $header, columns = $columns, skip = $skip,
-                quote = '"', escape = '"', auto_detect = false, encoding = $encoding,
-                store_rejects = true, rejects_table = 'incr_load_rejects',
-                rejects_scan = 'incr_load_scans')
-            """,
-            {
-                "path": str(path),
-                "delim": layout.delimiter,
-                "header": layout.header,
-                "columns": names,
-                "skip": leading,
-                "encoding": config.encoding,
-            },
+            STAGE_PARQUET_SQL.format(
+                columns=", ".join(columns),
+                casts=", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in columns),
+            ),
+            {"paths": delta.paths},
         )
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise BadInput(path, f"cannot be read as delimited text: {first}") from exc
-
-    def col(field: str) -> str:
-        position = layout.positions[field]
-        return "NULL" if position is None else f"c{position}"
-
-    skipped = list(scan.empty_lines)
-    if layout.header:
-        skipped.append(leading + 1)
-    timestamp = col("timestamp")
-    params: dict[str, object] = {
-        "skipped": skipped,
-        "rmin": config.rating_min,
-        "rmax": config.rating_max,
-        "range": f"[{config.rating_min:g}, {config.rating_max:g}]",
-        "delim": layout.delimiter,
-    }
-    ts_sql = _timestamp_sql(config)
-    if "$fmt" in ts_sql:
-        params["fmt"] = config.timestamp_format
-    if timestamp == "NULL":
-        # NOTE: a file without a timestamp column gets the time it was ingested.
-        timestamp, ts_sql = "$ingest_time", "CAST(ts_raw AS TIMESTAMP)"
-        params["ingest_time"] = ingest_time
-    raw_cols = ", ".join(f"coalesce(c{i}, '')" for i in range(layout.n_columns))
-    sql = VALIDATE_SQL.format(
-        ts_sql=ts_sql,
-        raw_sql=f"concat_ws($delim, {raw_cols})",
-        user=col("user"),
-        item=col("item"),
-        rating=col("rating"),
-        ts=timestamp,
-    )
-    with _utc_session(con):
-        con.execute(sql, params)
+        raise BadInput(
+            delta.source.given, f"cannot be read as Parquet: {_first_line(exc)}"
+        ) from exc
+    con.execute(NO_LOAD_ERRORS_SQL)
+    return {}
 
 
 def _hint(reason: str | None) -> str:
@@ -540,69 +633,23 @@ def _hint(reason: str | None) -> str:
 
 
 def _drop_load_tables(con: duckdb.DuckDBPyConnection) -> None:
-    # The temporary tables hold a whole file; they go as soon as it is stored.
+    # The temporary tables hold a whole delta; they go as soon as it is stored.
     for table in LOAD_TABLES:
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _insert_split_rejects(
-    con: duckdb.DuckDBPyConnection, version: int, layout: Layout, config: IngestConfig
+    con: duckdb.DuckDBPyConnection, version: int, delta: _Delta, config: IngestConfig
 ) -> None:
     """Quarantine the lines DuckDB could not split, one reject per line."""
-    params: dict[str, object] = {"version": version}
+    params: dict[str, object] = {"version": version, "offsets": delta.offsets}
     cases = []
     # Error kinds and reasons are bound; only their placeholders are written into the SQL.
     for i, (kind, text) in enumerate(SPLIT_ERRORS.items()):
         params[f"kind{i}"] = kind
-        params[f"reason{i}"] = text.format(n=layout.n_columns, encoding=config.encoding)
+        params[f"reason{i}"] = text.format(n=delta.layout.n_columns, encoding=config.encoding)
         cases.append(f"WHEN $kind{i} THEN $reason{i}")
     con.execute(SPLIT_REJECTS_SQL.format(cases=" ".join(cases)), params)
-
-
-def check_readable(path: Path) -> None:
-    """Refuse a path that is not a readable file of delimited text, before any work.
-
-    Raises
-    ------
-    PathNotFound
-        If the path does not exist.
-    BadInput
-        If the path is ``-`` (standard input), a directory or not a regular file (a pipe
-        or a device), cannot be opened, is compressed, or holds NUL bytes (binary data, or
-        text in UTF-16).
-    """
-    if str(path) == "-":
-        # NOTE: the file is read more than once (hash, layout, rows), which a stream
-        # cannot be.
-        raise BadInput(
-            path, "standard input is not supported; write the data to a file first and ingest it"
-        )
-    if not path.exists():
-        raise PathNotFound(path)
-    if path.is_dir():
-        raise BadInput(path, "is a directory; give the files inside it")
-    if not path.is_file():
-        raise BadInput(
-            path,
-            "is not a regular file (standard input, a pipe or a device are not supported); "
-            "write the data to a file first and ingest it",
-        )
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(SNIFF_BYTES)
-    except OSError as exc:
-        raise BadInput(
-            path, f"cannot be read: {exc.strerror or exc}; check its permissions"
-        ) from exc
-    for magic, kind in COMPRESSED.items():
-        if head.startswith(magic):
-            raise BadInput(path, f"is {kind}-compressed; decompress it and ingest the result")
-    if b"\x00" in head:
-        raise BadInput(
-            path,
-            f"holds a NUL byte (at offset {head.index(0)}), so it is binary data or text in "
-            "UTF-16, not delimited text; save it as UTF-8 or Latin-1 text",
-        )
 
 
 def ingest_files(
@@ -610,19 +657,21 @@ def ingest_files(
     paths: Sequence[Path],
     progress: Callable[[str], None] | None = None,
 ) -> list[FileResult]:
-    """Ingest each file as a new version, in one transaction for all of them.
+    """Ingest each path as a new version, in one transaction for all of them.
 
-    Files whose content a version on the head's lineage already holds, and files with a
-    header but no rows, are skipped with the reason; if every file is skipped the command
-    has nothing to do. A file that cannot be read at all stops the command and nothing is
-    ingested.
+    A path names a file, or a folder or glob pattern whose files, in sorted order, make
+    one version together. Paths whose files a version on the head's lineage already
+    holds, and files with a header but no rows, are skipped with the reason; if every
+    path is skipped the command has nothing to do. A path that cannot be read at all
+    stops the command and nothing is ingested.
 
     Parameters
     ----------
     catalog
         A catalog open for writing; each new version becomes the head in turn.
     paths
-        CSV or TSV files, oldest first.
+        CSV, TSV (either perhaps gzip-compressed) or Parquet files, folders of them or
+        glob patterns, oldest first.
     progress
         Called with each path before it is read.
 
@@ -633,23 +682,27 @@ def ingest_files(
 
     Raises
     ------
+    PathNotFound
+        If a path is missing (a usage error).
+    UsageError
+        If a folder is empty or a glob matches nothing.
     BadInput
-        If a file is missing, a directory, unreadable, compressed, binary, empty, cannot
-        be split into fields, lacks a required column, or holds no valid row. The catalog
-        is left as it was.
+        If a file is unreadable, compressed other than with gzip, binary, empty, cannot
+        be split into fields, lacks a required column, or holds no valid row, or the
+        files of a folder or glob differ in format or columns, or some of them (not
+        all) are already held. The catalog is left as it was.
     NothingToDo
-        If every file was skipped.
+        If every path was skipped.
     """
     config = catalog.config.ingest
-    for path in paths:
-        check_readable(path)
+    sources = [expand(path, config.format) for path in paths]
 
     results: list[FileResult] = []
     with catalog.transaction():
-        for path in paths:
+        for source in sources:
             if progress:
-                progress(str(path))
-            results.append(_ingest_one(catalog, path, config))
+                progress(str(source.given))
+            results.append(_ingest_one(catalog, source, config))
     if all(result.skipped for result in results):
         raise NothingToDo(
             "nothing ingested: " + "; ".join(f"{r.path} {r.skipped}" for r in results)
@@ -657,55 +710,141 @@ def ingest_files(
     return results
 
 
-def _ingest_one(catalog: Catalog, path: Path, config: IngestConfig) -> FileResult:
-    started = time.perf_counter()
-    scan = scan_file(path)
-    lineage = catalog.lineage()
+# The version on the lineage that holds a file: one made of it alone, or of a group of
+# files one of which it is.
+HELD_SQL = """
+SELECT min(version) FROM (
+    SELECT version FROM versions WHERE source_sha256 = $sha
+    UNION ALL
+    SELECT version FROM stages WHERE stage = 'ingest'
+        AND list_contains(json_extract_string(details, '$.files[*].sha256'), $sha)
+) WHERE list_contains($lineage, version)
+"""
+
+
+def _held_by(catalog: Catalog, scans: list[FileScan]) -> list[int | None]:
+    """Per file, the version on the head's lineage that already holds its bytes, if any."""
     # Only the head's lineage counts: a file held by rolled-back versions alone comes in
     # again as a version of the new branch.
-    held = catalog.one(
-        "SELECT version FROM versions WHERE source_sha256 = ? AND list_contains(?, version)"
-        " ORDER BY version LIMIT 1",
-        [scan.sha256, lineage],
-    )
-    if held is not None:
-        return FileResult(str(path), None, 0, 0, 0, {}, f"is already held by v{held}")
+    lineage = catalog.lineage()
+    return [catalog.one(HELD_SQL, {"sha": scan.sha256, "lineage": lineage}) for scan in scans]
 
-    layout = detect_layout(path, config)
-    ingest_time = now()
+
+def _check_files(source: Source, scans: list[FileScan], held: list[int | None]) -> None:
+    """Refuse a group of files some of which (not all) are held, or held twice."""
+    for file, version in zip(source.files, held, strict=True):
+        if version is not None:
+            raise BadInput(
+                file,
+                f"is already held by v{version}, but other files of {source.given} are "
+                "not; move it out, or ingest the new files by name",
+            )
+    seen: dict[str, Path] = {}
+    for file, scan in zip(source.files, scans, strict=True):
+        if scan.sha256 in seen:
+            raise BadInput(
+                file, f"holds the same bytes as {seen[scan.sha256].name}; remove one of them"
+            )
+        seen[scan.sha256] = file
+
+
+def _same_layout(source: Source, layouts: list[Layout]) -> Layout:
+    """The one layout of a group of files, or BadInput naming the first file that differs."""
+    first = layouts[0]
+    for file, layout in zip(source.files[1:], layouts[1:], strict=True):
+        if layout != first:
+            raise BadInput(
+                file,
+                f"has columns ({layout.describe()}) unlike {source.files[0].name} "
+                f"({first.describe()}); the files of a folder or glob must share one layout",
+            )
+    return first
+
+
+def _parquet_rows(con: duckdb.DuckDBPyConnection, source: Source) -> list[int]:
+    """The number of rows of each Parquet file, from the files' footers."""
+    paths = [str(file) for file in source.files]
+    try:
+        counts = dict(
+            con.execute(
+                "SELECT file_name, sum(num_rows) FROM parquet_file_metadata(?) GROUP BY 1",
+                [paths],
+            ).fetchall()
+        )
+    except duckdb.Error as exc:
+        raise BadInput(source.given, f"cannot be read as Parquet: {_first_line(exc)}") from exc
+    return [int(counts.get(path, 0)) for path in paths]
+
+
+def _combined_sha256(scans: list[FileScan]) -> str:
+    """One file's sha256, or for several the sha256 of their digests, one a line, in order."""
+    if len(scans) == 1:
+        return scans[0].sha256
+    return hashlib.sha256("".join(f"{s.sha256}\n" for s in scans).encode()).hexdigest()
+
+
+def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileResult:
+    started = time.perf_counter()
+    path = source.given
+    files = [str(file) for file in source.files]
+    formats = ",".join(sorted({fmt.name for fmt in source.formats}))
+    pairs = list(zip(source.files, source.formats, strict=True))
+    scans = [scan_file(file, fmt=fmt) for file, fmt in pairs]
+    held = _held_by(catalog, scans)
+    if all(version is not None for version in held):
+        names = ", ".join(f"v{v}" for v in sorted({v for v in held if v is not None}))
+        return FileResult(
+            str(path), None, 0, 0, 0, {}, f"is already held by {names}", files, formats
+        )
+    if source.grouped:
+        _check_files(source, scans, held)
+
+    layouts = [detect_layout(file, config, fmt) for file, fmt in pairs]
+    layout = _same_layout(source, layouts)
     con = catalog.con
-    _load(con, path, layout, config, scan, ingest_time.isoformat())
+    if source.format.kind == "parquet":
+        counts = _parquet_rows(con, source)
+    else:
+        counts = [scan.lines for scan in scans]
+    offsets = [sum(counts[:i]) for i in range(len(counts))]
+    delta = _Delta(source, scans, layout, offsets, counts)
+    ingest_time = now()
+    _load(con, delta, config, ingest_time.isoformat())
 
-    malformed = catalog.one("SELECT count(DISTINCT line) FROM incr_load_rejects")
+    malformed = catalog.one("SELECT count(DISTINCT (file, line)) FROM incr_load_errors")
     valid = catalog.one("SELECT count(*) FROM checked WHERE reason IS NULL")
     invalid = catalog.one("SELECT count(*) FROM checked WHERE reason IS NOT NULL")
     read = valid + invalid + malformed
-    expected = scan.lines - len(scan.empty_lines) - int(layout.header)
+    expected = delta.expected_rows
     if read == 0 and expected > 0:
         # NOTE: DuckDB can return nothing, without an error, for a file whose lines end
         # in both LF and CRLF.
+        lines = sum(scan.lines for scan in scans)
         raise BadInput(
             path,
-            f"no row could be read from its {scan.lines} lines; check that every line "
+            f"no row could be read from its {lines} lines; check that every line "
             "ends the same way (LF or CRLF)",
         )
     if read == 0:
         _drop_load_tables(con)
-        return FileResult(str(path), None, 0, 0, 0, {}, "holds a header but no rows")
+        empty = "holds a header but no rows" if layout.header and not delta.parquet else ""
+        if source.grouped or not empty:
+            empty = "holds no rows"
+        return FileResult(str(path), None, 0, 0, 0, {}, empty, files, formats)
     if read != expected:
         log.warning(
             "%s: %d rows read from %d lines that should hold %d; a quoted value spans "
             "lines or a quote is unclosed, so line numbers after it may be off",
             path,
             read,
-            scan.lines,
+            sum(scan.lines for scan in scans),
             expected,
         )
     if valid == 0:
         top = catalog.one(
             "SELECT reason FROM checked WHERE reason IS NOT NULL GROUP BY reason "
             "ORDER BY count(*) DESC LIMIT 1"
-        ) or catalog.one("SELECT first(error_message) FROM incr_load_rejects")
+        ) or catalog.one("SELECT first(error_message) FROM incr_load_errors")
         raise BadInput(path, f"no row passed validation ({read} read; e.g. {top}); {_hint(top)}")
 
     version = catalog.next_version()
@@ -718,7 +857,7 @@ def _ingest_one(catalog: Catalog, path: Path, config: IngestConfig) -> FileResul
         "INSERT INTO rejects SELECT ?, line, reason, raw FROM checked WHERE reason IS NOT NULL",
         [version],
     )
-    _insert_split_rejects(con, version, layout, config)
+    _insert_split_rejects(con, version, delta, config)
     # Reasons are counted without the bad value that follows their colon.
     reasons = dict(
         catalog.rows(
@@ -737,8 +876,8 @@ def _ingest_one(catalog: Catalog, path: Path, config: IngestConfig) -> FileResul
             catalog.invocation.command,
             catalog.invocation.args_json,
             str(path.resolve()),
-            scan.size,
-            scan.sha256,
+            sum(scan.size for scan in scans),
+            _combined_sha256(scans),
             read,
             valid,
             rejected,
@@ -748,7 +887,24 @@ def _ingest_one(catalog: Catalog, path: Path, config: IngestConfig) -> FileResul
     catalog.move_head(version)
     _drop_load_tables(con)
     seconds = time.perf_counter() - started
-    details = {"layout": asdict(layout), "reasons": reasons}
+    details = {
+        "layout": asdict(layout),
+        "reasons": reasons,
+        "format": formats,
+        # Which file each line of the version comes from.
+        "files": [
+            {
+                "path": str(file.resolve()),
+                "format": fmt.name,
+                "size": scan.size,
+                "sha256": scan.sha256,
+                "lines": [offset + 1, offset + count],
+            }
+            for file, fmt, scan, offset, count in zip(
+                source.files, source.formats, scans, offsets, counts, strict=True
+            )
+        ],
+    }
     catalog.record_stage(version, "ingest", seconds, details)
-    log.debug("ingested %s as v%d in %.3f s", path, version, seconds)
-    return FileResult(str(path), version, read, valid, rejected, reasons)
+    log.debug("ingested %s (%d files) as v%d in %.3f s", path, len(files), version, seconds)
+    return FileResult(str(path), version, read, valid, rejected, reasons, None, files, formats)

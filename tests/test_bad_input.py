@@ -43,6 +43,10 @@ class Case:
     cleaned: list[tuple] | None = None
 
 
+# The leading bytes of a bzip2 stream; no more is read before it is refused.
+BZIP2 = b"BZh91AY&SY" + bytes(40)
+
+
 def _random_bytes(seed: int, n: int, low: int) -> bytes:
     rng = random.Random(seed)
     return bytes(rng.randrange(low, 256) for _ in range(n))
@@ -70,8 +74,13 @@ REFUSED = {
         "has no column 'stars' for rating",
         config="ingest:\n  columns:\n    rating: stars\n",
     ),
-    "gzip-compressed": Case(
-        gzip.compress(BASE.encode()), ExitCode.BAD_INPUT, "is gzip-compressed; decompress it"
+    "bzip2-compressed": Case(
+        BZIP2, ExitCode.BAD_INPUT, "is bzip2-compressed, which only gzip may be; decompress it"
+    ),
+    "gzip cut short": Case(
+        gzip.compress((H + "u1,i1,4,1\n" * 50).encode())[:-12],
+        ExitCode.BAD_INPUT,
+        "cannot be decompressed: the gzip data ends early (the file is truncated)",
     ),
     "binary garbage": Case(_random_bytes(1, 2000, 0), ExitCode.BAD_INPUT, "holds a NUL byte"),
     "binary garbage without NUL": Case(
@@ -101,6 +110,12 @@ REFUSED = {
 }
 
 ACCEPTED = {
+    # Told by its first bytes, whatever its name.
+    "gzip-compressed": Case(
+        gzip.compress(H.encode() + b"u1,i1,4,1\nu2,i2,9,1\n"),
+        rows=[(2, "u1", "i1", 4.0, T1)],
+        rejects=[(3, "rating is outside [0.5, 5]: 9")],
+    ),
     "extra columns": Case(
         b'user,item,rating,timestamp,comment\nu1,i1,4,1,nice\nu2,i2,3,1,"a, b"\n',
         rows=[(2, "u1", "i1", 4.0, T1), (3, "u2", "i2", 3.0, T1)],
@@ -328,11 +343,23 @@ def test_bad_rows_are_quarantined_with_line_and_reason(ingest: Ingest, name: str
         assert kept == case.cleaned
 
 
-def test_a_directory_is_refused(ingest: Ingest) -> None:
+def test_an_empty_folder_is_a_usage_error(ingest: Ingest) -> None:
     folder = ingest.tmp / "deltas"
     folder.mkdir()
+    (folder / ".hidden.csv").write_text(BASE)
 
-    ingest.refused(folder, ExitCode.BAD_INPUT, "deltas: is a directory")
+    ingest.refused(folder, ExitCode.USAGE, "deltas: the folder holds no files to ingest")
+
+
+def test_a_glob_that_matches_nothing_is_a_usage_error(ingest: Ingest) -> None:
+    ingest.refused(ingest.tmp / "*.tsv", ExitCode.USAGE, "*.tsv: no file matches this pattern")
+
+
+def test_a_gz_file_that_is_not_gzip_is_refused(ingest: Ingest) -> None:
+    path = ingest.tmp / "plain.csv.gz"
+    path.write_text(H + "u1,i1,4,1\n")
+
+    ingest.refused(path, ExitCode.BAD_INPUT, "plain.csv.gz: is named .gz but is not gzip")
 
 
 def test_a_missing_path_is_a_usage_error(ingest: Ingest) -> None:
@@ -393,12 +420,12 @@ def test_a_file_that_fails_to_open_is_refused(
 def test_one_refused_file_among_good_ones_ingests_none_of_them(ingest: Ingest) -> None:
     good = ingest.tmp / "good.csv"
     good.write_text(H + "u1,i1,4,1\n")
-    packed = ingest.tmp / "packed.csv.gz"
-    packed.write_bytes(gzip.compress(good.read_bytes()))
+    packed = ingest.tmp / "packed.csv.bz2"
+    packed.write_bytes(BZIP2)
 
     before = dump(ingest.catalog)
     code, err = ingest.run("ingest", str(good), str(packed))
 
     assert code == ExitCode.BAD_INPUT
-    assert "packed.csv.gz: is gzip-compressed" in err
+    assert "packed.csv.bz2: is bzip2-compressed" in err
     assert dump(ingest.catalog) == before

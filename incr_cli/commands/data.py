@@ -45,7 +45,12 @@ def init(
 
 def ingest(
     files: Annotated[
-        list[Path], typer.Argument(help="CSV or TSV files of interactions, oldest first.")
+        list[Path],
+        typer.Argument(
+            help="Files of interactions (CSV, TSV, either gzip-compressed, or Parquet), "
+            "oldest first; a folder or a quoted glob is one version made of all its files.",
+            show_default=False,
+        ),
     ],
     catalog: CatalogOpt = None,
     config: ConfigOpt = None,
@@ -54,9 +59,9 @@ def ingest(
     debug: DebugOpt = False,
     wait: WaitOpt = None,
 ) -> None:
-    """Turn each file into a new data version, quarantining bad rows with reasons.
+    """Turn each file, folder or glob into a new data version, quarantining bad rows.
 
-    Example: incr ingest new_ratings.csv
+    Example: incr ingest new_ratings.csv 'inbox/2026-12-04/*.parquet'
     """
     common = Common(catalog, config, json, quiet, debug, wait)
     out = Output(common)
@@ -70,8 +75,9 @@ def ingest(
             out.line(f"skipped {r.path}: {r.skipped}")
             continue
         reasons = ", ".join(f"{reason}: {n}" for reason, n in r.reasons.items())
+        files = f" ({len(r.files)} files)" if len(r.files) > 1 else ""
         out.line(
-            f"v{r.version} {r.path}: {r.rows_read} read, {r.rows_accepted} accepted, "
+            f"v{r.version} {r.path}{files}: {r.rows_read} read, {r.rows_accepted} accepted, "
             f"{r.rows_rejected} rejected" + (f" ({reasons})" if reasons else "")
         )
     out.result(results)
