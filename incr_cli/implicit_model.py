@@ -266,8 +266,17 @@ def _csr(
     """CSR matrix of the triplets, repeated pairs summed, indices sorted, 64-bit indices."""
     matrix = sp.csr_matrix((values, (rows, cols)), shape=shape)
     matrix.sum_duplicates()
-    matrix.indptr = matrix.indptr.astype(np.int64)
-    matrix.indices = matrix.indices.astype(np.int64)
+    return _int64(matrix)
+
+
+def _int64(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """The matrix with 64-bit index arrays, the one type the numba kernels are built for.
+
+    NOTE: scipy picks 32-bit indices for small matrices, including the results of sums and
+    transposes; each new index type would compile the kernels once more.
+    """
+    matrix.indptr = matrix.indptr.astype(np.int64, copy=False)
+    matrix.indices = matrix.indices.astype(np.int64, copy=False)
     return matrix
 
 
@@ -300,7 +309,7 @@ class ImplicitMF(BaseEstimator):
                          + popularity_weight * n_i / max_j n_j
 
     where ``h_ui`` counts the rows of ``(u, i)`` seen so far, each decayed by half every
-    ``history_half_life`` (in the unit of ``times``), and ``n_i`` counts all rows of item
+    ``history_half_life`` days, and ``n_i`` counts all rows of item
     ``i`` decayed by ``popularity_half_life``. Items a user already has are not excluded:
     in shops they are the likeliest next purchases. A user never seen is ranked by
     ``n_i`` alone.
@@ -329,7 +338,7 @@ class ImplicitMF(BaseEstimator):
         ALS sweeps (users, then items) in ``fit``.
     partial_iterations : int, default=2
         Sweeps over the batch's users and items in each later ``partial_fit`` call.
-    alpha : float, default=10.0
+    alpha : float, default=3.0
         Confidence per unit of strength: ``c = 1 + alpha * w``.
     reg : float, default=0.1
         L2 penalty on the factors; must be positive so that every solve is well posed.
@@ -341,12 +350,12 @@ class ImplicitMF(BaseEstimator):
         Standard deviation of the random factor initialisation.
     history_weight : float, default=1.0
         Weight of the user's own decayed history in the score; 0 ranks by factors alone.
-    history_half_life : float or None, default=None
-        Time after which a row counts half in the history; ``None`` never decays.
-    popularity_weight : float, default=0.0
+    history_half_life : float or None, default=90.0
+        Days after which a row counts half in the history; ``None`` never decays.
+    popularity_weight : float, default=0.8
         Weight of the items' decayed popularity in a known user's score.
-    popularity_half_life : float or None, default=None
-        Time after which a row counts half in the popularity; ``None`` never decays.
+    popularity_half_life : float or None, default=7.0
+        Days after which a row counts half in the popularity; ``None`` never decays.
     random_state : int or None, default=0
         Seed of the factor initialisation. ``None`` draws a fresh seed at ``fit``; later
         ``partial_fit`` calls keep using the seed drawn then.
@@ -398,15 +407,15 @@ class ImplicitMF(BaseEstimator):
         n_factors: int = 64,
         n_iterations: int = 15,
         partial_iterations: int = 2,
-        alpha: float = 10.0,
+        alpha: float = 3.0,
         reg: float = 0.1,
         solver: str = "cg",
         cg_steps: int = 3,
         init_std: float = 0.01,
         history_weight: float = 1.0,
-        history_half_life: float | None = None,
-        popularity_weight: float = 0.0,
-        popularity_half_life: float | None = None,
+        history_half_life: float | None = 90.0,
+        popularity_weight: float = 0.8,
+        popularity_half_life: float | None = 7.0,
         random_state: int | None = 0,
     ) -> None:
         self.n_factors = n_factors
@@ -468,7 +477,8 @@ class ImplicitMF(BaseEstimator):
             Non-negative strength ``w`` of each row; 1 when omitted. A row of weight 0
             is left out, as if absent.
         times : array-like of shape (n_samples,), optional
-            Time of each row, in the unit of the half-lives; 0 when omitted.
+            Time of each row in days from any fixed origin (unix seconds / 86400, a day
+            number); 0 when omitted.
 
         Returns
         -------
@@ -505,7 +515,7 @@ class ImplicitMF(BaseEstimator):
         X_u = rng.normal(0.0, self.init_std, size=(shape[0], self.n_factors))
         Y_i = rng.normal(0.0, self.init_std, size=(shape[1], self.n_factors))
 
-        by_item = strengths.T.tocsr()
+        by_item = _int64(strengths.T.tocsr())
         all_users = np.arange(shape[0], dtype=np.int64)
         all_items = np.arange(shape[1], dtype=np.int64)
         for sweep in range(self.n_iterations):
@@ -552,7 +562,8 @@ class ImplicitMF(BaseEstimator):
             Non-negative strength of each row; 1 when omitted. A row of weight 0 is
             left out, as if absent.
         times : array-like of shape (n_samples,), optional
-            Time of each row; the latest time seen so far when omitted.
+            Time of each row in days, from the same origin as in ``fit``; the latest time
+            seen so far when omitted.
 
         Returns
         -------
@@ -608,9 +619,8 @@ class ImplicitMF(BaseEstimator):
         popularity += np.bincount(
             items, _decay(t, origin, self.popularity_half_life), minlength=shape[1]
         )
-        strengths.indptr = strengths.indptr.astype(np.int64)
-        strengths.indices = strengths.indices.astype(np.int64)
-        by_item = strengths.T.tocsr()
+        strengths = _int64(strengths)
+        by_item = _int64(strengths.T.tocsr())
 
         # New rows start at zero; fold-in then solves them exactly against fixed factors.
         X_u = np.vstack([self.user_factors_, np.zeros((len(new_users), self.n_factors))])

@@ -37,9 +37,16 @@ def data():
 
 
 def fresh(**params) -> ImplicitMF:
-    """A model fitted on ``two_tastes()``, ranking by its factors unless told otherwise."""
+    """A model fitted on ``two_tastes()``, ranking by its factors alone unless told otherwise,
+    with nothing decayed."""
     X, weights, times = two_tastes()
-    model = ImplicitMF(n_factors=2, history_weight=0.0)
+    model = ImplicitMF(
+        n_factors=2,
+        history_weight=0.0,
+        popularity_weight=0.0,
+        history_half_life=None,
+        popularity_half_life=None,
+    )
     return model.set_params(**params).fit(X, weights, times=times)
 
 
@@ -102,13 +109,13 @@ def test_partial_fit_folds_in_new_users_and_items_by_least_squares():
     # The new user is solved against the item factors as they were, "new" counting zero.
     Y = np.vstack([before[1], np.zeros((1, 2))])
     rows = np.array([model.item_index_[i] for i in ("i0", "i1", "new")])
-    expected = exact_solution(Y, rows, np.array([1.0, 2.0, 1.0]), 10.0, 0.1)
+    expected = exact_solution(Y, rows, np.array([1.0, 2.0, 1.0]), model.alpha, model.reg)
     np.testing.assert_allclose(model.user_factors_[40], expected, rtol=1e-9, atol=1e-12)
 
     # The new item is then solved against the user factors, the new user's included.
     u3 = model.user_index_["u3"]
     expected_item = exact_solution(
-        model.user_factors_, np.array([u3, 40]), np.array([3.0, 1.0]), 10.0, 0.1
+        model.user_factors_, np.array([u3, 40]), np.array([3.0, 1.0]), model.alpha, model.reg
     )
     np.testing.assert_allclose(model.item_factors_[20], expected_item, rtol=1e-9, atol=1e-12)
 
