@@ -117,7 +117,6 @@ class ModelConfig(_Section):
     reg_bias: Number = Field(0.2, ge=0)
     init_std: Number = Field(0.1, gt=0)
     replay_ratio: Number = Field(2.0, ge=0, le=100)
-    replay_user_history: StrictInt = Field(50, ge=0, le=1_000_000)
     seed: StrictInt = Field(0, ge=0)
 
 

@@ -1,11 +1,9 @@
 """Update: train the model on each new clean delta, one model per version.
 
 Starting from the model that serves as of the base version, each pending version's clean
-delta is learned by ``partial_fit``, mixed with older ratings replayed (a random sample,
-and the history of the delta's users) so that the model neither drifts towards the newest
-data only nor fits returning users to their newest ratings alone. ``full`` refits from
-scratch on all clean data as of the head, as the reference an incremental model is judged
-against.
+delta is learned by ``partial_fit``, mixed with a replay sample of older ratings so that
+the model does not drift towards the newest data only. ``full`` refits from scratch on all
+clean data as of the head, as the reference an incremental model is judged against.
 
 The newest model of a run is a candidate: the quality gate (:mod:`incr_cli.gate`) promotes
 it only if a twin of it, trained without a random share of the last delta, scores no
@@ -58,22 +56,14 @@ ORDER BY hash(user_id, item_id, ts, rating, $seed), ts, user_id, item_id, rating
 LIMIT $n
 """
 
-# The newest older ratings of each user who rated something in the delta, up to $n each.
-USER_HISTORY_SQL = """
-SELECT user_id, item_id, rating FROM ratings_clean
-WHERE list_contains($older, version)
-  AND user_id IN (SELECT user_id FROM ratings_clean WHERE version = $v)
-QUALIFY row_number() OVER (
-    PARTITION BY user_id ORDER BY ts DESC, item_id, rating, version DESC
-) <= $n
-ORDER BY ts, user_id, item_id, rating, version
-"""
-
 # One delta's clean rows, oldest first.
 DELTA_SQL = """
 SELECT user_id, item_id, rating FROM ratings_clean WHERE version = $v
 ORDER BY ts, user_id, item_id, rating
 """
+
+#: Replayed (user, item) pairs and their ratings.
+Replay = tuple[np.ndarray, np.ndarray]
 
 DECISION_SQL = "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
@@ -198,14 +188,14 @@ def update(
             # Asked for with --full, or no model yet: one fit on all clean data stands for
             # every version so far.
             results = [_fit_full(catalog, lineage, progress)]
-            last_base = None
+            last_base, replay = None, None
         else:
             results = []
             for version in todo:
                 last_base = base
-                result, base = _learn_delta(catalog, version, base, progress)
+                result, base, replay = _learn_delta(catalog, version, base, progress)
                 results.append(result)
-        _gate(catalog, results, last_base, reference, force)
+        _gate(catalog, results, last_base, reference, force, replay)
     return _refuse_or_return(results, reference)
 
 
@@ -230,12 +220,14 @@ def _gate(
     base: ModelRecord | None,
     reference: ModelRecord | None,
     force: bool,
+    replay: Replay | None,
 ) -> None:
     """Judge the run's candidate and record the decision for every model of the run.
 
     A twin of the candidate learns what the candidate learned from ``base`` (a fresh fit
     when ``None``) except a random ``gate.holdout`` share of the last delta's rows; the
-    twin and ``reference`` are then scored on those held-out rows.
+    twin and ``reference`` are then scored on those held-out rows. ``replay`` is the
+    sample the candidate replayed with that delta, which the twin replays too.
     """
     config = catalog.config.gate
     candidate = results[-1]
@@ -259,7 +251,7 @@ def _gate(
         # that file once and train a copy of it.
         same = reference is not None and base is not None and base.model_id == reference.model_id
         start = copy.deepcopy(current) if same else None
-        twin = _twin(catalog, candidate.version, base, fit_X, fit_y, test_X, start)
+        twin = _twin(catalog, base, fit_X, fit_y, test_X, start, replay)
         reference_figures = None
         if current is not None:
             reference_figures = score(current, test_X, test_y, names)
@@ -331,20 +323,21 @@ def _finite(figures: dict[str, dict[str, float | None]]) -> dict[str, dict[str, 
 
 def _twin(
     catalog: Catalog,
-    version: int,
     base: ModelRecord | None,
     fit_X: np.ndarray,
     fit_y: np.ndarray,
     test_X: np.ndarray,
     start: Any = None,
+    replay: Replay | None = None,
 ) -> Any:
     """A model trained as the candidate was, but without the held-out rows ``test_X``.
 
-    ``start`` is the model of ``base``, already loaded, when the caller has it.
+    ``start`` is the model of ``base``, already loaded, when the caller has it; ``replay``
+    the candidate's replay sample (``None`` after a full fit, which replays nothing).
     """
     config = catalog.config
-    if base is None:
-        X, y = _arrays(catalog, AS_OF_SQL, {"lineage": catalog.lineage(version)})
+    if base is None or replay is None:
+        X, y = _arrays(catalog, AS_OF_SQL, {"lineage": catalog.lineage()})
         held = {(u, i) for u, i in test_X}
         keep = np.fromiter(((u, i) not in held for u, i in X), dtype=bool, count=len(y))
         twin = new_model(config)
@@ -352,39 +345,25 @@ def _twin(
         return twin
     twin = start if start is not None else load_model(catalog, base)
     twin.set_params(**_refreshed_params(config))
-    # The same replay sample as the candidate's, sized by the whole delta as there.
-    Xr, yr = _replay(catalog, version, len(fit_y) + len(test_X))
+    Xr, yr = replay
     twin.partial_fit(np.concatenate([fit_X, Xr]), np.concatenate([fit_y, yr]))
     return twin
 
 
-def _replay(catalog: Catalog, version: int, delta_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """The older ratings replayed with ``version``'s delta of ``delta_rows`` rows.
+def _replay(catalog: Catalog, version: int, delta_rows: int) -> Replay:
+    """The sample of older ratings replayed with ``version``'s delta of ``delta_rows`` rows.
 
-    Two parts, both from the versions before it on its lineage:
-
-    - a random sample of ``model.replay_ratio`` times the delta's size, so that the model
-      does not drift towards the newest data only. The draw is seeded by the delta's
-      depth on the lineage rather than by its number, so that a file ingested again
-      after a rollback, as a new version at the same place, replays the same sample and
-      gives the same model;
-    - each user of the delta's newest older ratings, up to ``model.replay_user_history``
-      of them, so that a returning user's factors are refitted on their history and not
-      on the few ratings of this delta alone.
-
-    A rating can be drawn by both; it is then learned twice per pass.
+    ``model.replay_ratio`` times the delta's size, drawn from the versions before it on its
+    lineage. The draw is seeded by the delta's depth on the lineage rather than by its
+    number, so that a file ingested again after a rollback, as a new version at the same
+    place, replays the same sample and gives the same model.
     """
-    model = catalog.config.model
+    n = int(round(catalog.config.model.replay_ratio * delta_rows))
     older = catalog.lineage(version)[:-1]
-    parts = [(np.empty((0, 2), dtype=object), np.empty(0, dtype=np.float64))]
-    n = int(round(model.replay_ratio * delta_rows))
-    if n and older:
-        seed = model.seed + len(older)
-        parts.append(_arrays(catalog, REPLAY_SQL, {"lineage": older, "seed": seed, "n": n}))
-    if model.replay_user_history and older:
-        params = {"older": older, "v": version, "n": model.replay_user_history}
-        parts.append(_arrays(catalog, USER_HISTORY_SQL, params))
-    return np.concatenate([X for X, _ in parts]), np.concatenate([y for _, y in parts])
+    if not n or not older:
+        return np.empty((0, 2), dtype=object), np.empty(0, dtype=np.float64)
+    seed = catalog.config.model.seed + len(older)
+    return _arrays(catalog, REPLAY_SQL, {"lineage": older, "seed": seed, "n": n})
 
 
 def _check_finite(model: Any, version: int, config: Config) -> None:
@@ -403,14 +382,17 @@ def _learn_delta(
     version: int,
     base: ModelRecord,
     progress: Callable[[str], None] | None = None,
-) -> tuple[UpdateResult, ModelRecord]:
-    """Learn one clean delta, mixed with a replay sample of older ratings, from ``base``."""
+) -> tuple[UpdateResult, ModelRecord, Replay]:
+    """Learn one clean delta, mixed with a replay sample of older ratings, from ``base``.
+
+    Returns the result, the new model's record and the replay sample it learned with.
+    """
     started = time.perf_counter()
     config = catalog.config
     X, y = _arrays(catalog, DELTA_SQL, {"v": version})
     model = load_model(catalog, base)
     model.set_params(**_refreshed_params(config))
-    Xr, yr = _replay(catalog, version, len(y))
+    Xr, yr = replay = _replay(catalog, version, len(y))
     replayed = len(yr)
     X, y = np.concatenate([X, Xr]), np.concatenate([y, yr])
     model.partial_fit(X, y, on_epoch=_epochs(progress, version))
@@ -441,6 +423,7 @@ def _learn_delta(
             seconds,
         ),
         record,
+        replay,
     )
 
 

@@ -61,39 +61,19 @@ def _replayed(tmp_path: Path, files: list[Path], **model: float) -> list[tuple[s
     return [(u, i, r) for (u, i), r in zip(X.tolist(), y.tolist(), strict=True)]
 
 
-def test_a_returning_user_replays_their_newest_older_ratings_in_time_order(
-    tmp_path: Path, files: list[Path]
-) -> None:
-    replayed = _replayed(tmp_path, files, replay_ratio=0.0, replay_user_history=3)
-    # Only a rated before; c is new and b is not in the delta.
-    assert replayed == [("a", "i4", 3.0), ("a", "i5", 4.0), ("a", "i6", 1.0)]
-
-
-def test_a_history_longer_than_the_cap_is_replayed_whole(tmp_path: Path, files: list[Path]) -> None:
-    replayed = _replayed(tmp_path, files, replay_ratio=0.0, replay_user_history=50)
-    assert [item for _, item, _ in replayed] == ["i1", "i2", "i3", "i4", "i5", "i6"]
-
-
-def test_nothing_is_replayed_when_both_parts_are_off(tmp_path: Path, files: list[Path]) -> None:
-    assert _replayed(tmp_path, files, replay_ratio=0.0, replay_user_history=0) == []
-
-
 def test_the_random_sample_is_replay_ratio_times_the_delta_and_repeatable(
     tmp_path: Path, files: list[Path]
 ) -> None:
-    first = _replayed(tmp_path / "1", files, replay_ratio=1.5, replay_user_history=0)
-    again = _replayed(tmp_path / "2", files, replay_ratio=1.5, replay_user_history=0)
+    first = _replayed(tmp_path / "1", files, replay_ratio=1.5)
+    again = _replayed(tmp_path / "2", files, replay_ratio=1.5)
     assert len(first) == 3  # round(1.5 * 2)
     assert first == again
     older = {tuple(line.split(",")[:3]) for line in BASE.splitlines()[1:]}
     assert {(u, i, f"{r:g}") for u, i, r in first} <= older
 
 
-def test_both_parts_are_replayed_together(tmp_path: Path, files: list[Path]) -> None:
-    sample = _replayed(tmp_path / "1", files, replay_ratio=1.0, replay_user_history=0)
-    history = _replayed(tmp_path / "2", files, replay_ratio=0.0, replay_user_history=2)
-    both = _replayed(tmp_path / "3", files, replay_ratio=1.0, replay_user_history=2)
-    assert both == sample + history
+def test_nothing_is_replayed_with_a_ratio_of_zero(tmp_path: Path, files: list[Path]) -> None:
+    assert _replayed(tmp_path, files, replay_ratio=0.0) == []
 
 
 def test_the_gate_holds_out_a_seeded_random_share(tmp_path: Path, files: list[Path]) -> None:
