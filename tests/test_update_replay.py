@@ -13,7 +13,7 @@ from incr_cli.catalog import Catalog, Invocation, open_catalog
 from incr_cli.clean import clean_pending
 from incr_cli.config import Config
 from incr_cli.ingest import ingest_files
-from incr_cli.update import _held_out_rows, _replay
+from incr_cli.update import HASH_MAX, REPLAY_SQL, _held_out_rows, _replay
 
 # User a rates six items, b three; then a comes back for i7 and c is new.
 BASE = """user,item,rating,timestamp
@@ -89,3 +89,20 @@ def test_the_gate_holds_out_a_seeded_random_share(tmp_path: Path, files: list[Pa
     assert not np.array_equal(masks[0], masks[1])
     # Spread over the delta, not its newest rows: a fair share falls in each half.
     assert 60 <= masks[0][:500].sum() <= 140
+
+
+def test_the_sample_of_a_large_table_is_the_one_the_unfiltered_query_draws(
+    tmp_path: Path,
+) -> None:
+    base, delta = tmp_path / "base.csv", tmp_path / "delta.csv"
+    lines = [f"u{n % 97},i{n % 389},{n % 5 + 1},{n}" for n in range(5000)]
+    base.write_text("user,item,rating,timestamp\n" + "\n".join(lines) + "\n")
+    delta.write_text("user,item,rating,timestamp\nu1,i1,5,9000\nu2,i2,4,9001\n")
+    with _catalog(tmp_path, [base, delta], _config(replay_ratio=20.0)) as catalog:
+        head = catalog.require_head()
+        X, y = _replay(catalog, head, delta_rows=2)
+        older = catalog.lineage(head)[:-1]
+        params = {"lineage": older, "seed": len(older), "n": 40, "cut": HASH_MAX}
+        expected = catalog.con.execute(REPLAY_SQL, params).fetchall()
+    assert len(y) == 40
+    assert [(u, i, r) for (u, i), r in zip(X.tolist(), y.tolist(), strict=True)] == expected
