@@ -309,14 +309,15 @@ class ImplicitMF(BaseEstimator):
                          + popularity_weight * n_i / max_j n_j
 
     where ``h_ui`` counts the rows of ``(u, i)`` seen so far, each decayed by half every
-    ``history_half_life`` days, and ``n_i`` counts all rows of item
-    ``i`` decayed by ``popularity_half_life``. Items a user already has are not excluded:
-    in shops they are the likeliest next purchases. A user never seen is ranked by
-    ``n_i`` alone.
+    ``history_half_life`` days, and ``n_i`` counts all rows of item ``i`` decayed by
+    ``popularity_half_life``. Both terms lie in ``[0, 1]``, as the factors' score does
+    roughly (it fits preferences of 0 and 1). Items a user already has are not excluded:
+    in shops they are the likeliest next purchases, and ``h_ui`` ranks them by how often
+    and how lately the user bought them. A user never seen is ranked by ``n_i`` alone.
 
     ``fit`` trains from scratch: factors start from ``N(0, init_std)`` and ``n_iterations``
-    sweeps solve users, then items. ``partial_fit`` adds a batch of rows without touching
-    the rows seen before:
+    sweeps solve users, then items. ``partial_fit`` learns a batch of rows without a full
+    retrain:
 
     1. The batch's strengths and decayed counts are added to the stored history.
     2. Fold-in: users never seen before are solved exactly against the item factors,
@@ -325,10 +326,9 @@ class ImplicitMF(BaseEstimator):
        the batch, each against its whole history.
 
     So an update solves only the rows the batch touches; users and items it does not touch
-    keep their factors until the next ``fit``. Every call draws its random numbers from its
-    own stream, derived from ``random_state`` and the number of earlier calls, so a given
-    sequence of calls gives bitwise-identical parameters. The first ``partial_fit`` on an
-    unfitted model is ``fit``.
+    keep their factors until the next ``fit``. Only ``fit`` draws random numbers (the
+    initial factors, seeded by ``random_state``), so a given sequence of calls gives
+    bitwise-identical parameters. The first ``partial_fit`` on an unfitted model is ``fit``.
 
     Parameters
     ----------
@@ -386,7 +386,7 @@ class ImplicitMF(BaseEstimator):
     seed_ : int
         Seed in use, equal to ``random_state`` unless that was ``None``.
     n_fit_calls_ : int
-        Number of training calls so far; picks the next call's random stream.
+        Number of training calls (``fit`` and ``partial_fit``) since the last ``fit``.
 
     Examples
     --------
