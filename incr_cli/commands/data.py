@@ -75,9 +75,9 @@ def ingest(
             out.line(f"skipped {r.path}: {r.skipped}")
             continue
         reasons = ", ".join(f"{reason}: {n}" for reason, n in r.reasons.items())
-        files = f" ({len(r.files)} files)" if len(r.files) > 1 else ""
+        count = f" ({len(r.files)} files)" if len(r.files) > 1 else ""
         out.line(
-            f"v{r.version} {r.path}{files}: {r.rows_read} read, {r.rows_accepted} accepted, "
+            f"v{r.version} {r.path}{count}: {r.rows_read} read, {r.rows_accepted} accepted, "
             f"{r.rows_rejected} rejected" + (f" ({reasons})" if reasons else "")
         )
     out.result(results)
