@@ -57,6 +57,8 @@ _PARAM_RULES: dict[str, _Interval] = {
     "random_state": _Interval("integer", 0, None, allow_none=True),
 }
 _SOLVERS = ("cg", "cholesky")
+# How a pair's net weight becomes the strength ``w`` in ``c = 1 + alpha * w``.
+_TRANSFORMS = ("identity", "log1p")
 
 # Decayed sums are kept as sum of 2 ** ((t - origin) / half_life); once the newest time is
 # this many half-lives past the origin they are rescaled to a new origin, long before
@@ -226,8 +228,8 @@ def _as_weights(weights: Any, n: int) -> np.ndarray:
     arr = np.ascontiguousarray(weights, dtype=np.float64)
     if arr.shape != (n,):
         raise ValueError(f"weights must have shape ({n},); got shape {arr.shape!r}.")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError("weights must hold only finite, non-negative numbers.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("weights must hold only finite numbers.")
     return arr
 
 
@@ -242,13 +244,13 @@ def _as_times(times: Any, n: int, default: float) -> np.ndarray:
     return arr
 
 
-def _positive(
+def _nonzero(
     user_col: list[Hashable], item_col: list[Hashable], w: np.ndarray, t: np.ndarray
 ) -> tuple[list[Hashable], list[Hashable], np.ndarray, np.ndarray]:
-    """The rows of positive weight: a row of weight 0 is no interaction at all."""
-    if bool(np.all(w > 0)):
+    """The rows of non-zero weight: a row of weight 0 changes nothing."""
+    if bool(np.all(w != 0)):
         return user_col, item_col, w, t
-    keep = np.flatnonzero(w > 0)
+    keep = np.flatnonzero(w != 0)
     pick = keep.tolist()
     return [user_col[i] for i in pick], [item_col[i] for i in pick], w[keep], t[keep]
 
@@ -291,8 +293,11 @@ class ImplicitMF(BaseEstimator):
     """Implicit-feedback matrix factorisation with a decayed repeat-purchase signal.
 
     Each observed ``(user, item)`` pair has preference 1 and confidence
-    ``c_ui = 1 + alpha * w_ui``, where ``w_ui`` is the sum of the ``weights`` of its rows;
-    every other pair has preference 0 and confidence 1. The factors minimise::
+    ``c_ui = 1 + alpha * w_ui``, where ``w_ui = transform(n_ui)`` and ``n_ui`` is the net
+    sum of the ``weights`` of its rows; every other pair has preference 0 and confidence 1.
+    A negative weight is a cancellation: it offsets the pair's earlier rows, and a pair
+    whose net sum is zero or below counts as never bought (preference 0, no history). The
+    factors minimise::
 
         sum over all pairs of c_ui (p_ui - x_u . y_i) ** 2
             + reg * (sum_u |x_u| ** 2 + sum_i |y_i| ** 2)
@@ -359,6 +364,9 @@ class ImplicitMF(BaseEstimator):
     random_state : int or None, default=0
         Seed of the factor initialisation. ``None`` draws a fresh seed at ``fit``; later
         ``partial_fit`` calls keep using the seed drawn then.
+    transform : {"identity", "log1p"}, default="identity"
+        How a pair's net weight becomes its strength: ``w = n`` or ``w = log(1 + n)``; the
+        latter for quantities, so that a hundred units do not weigh a hundred times one.
 
     Attributes
     ----------
@@ -366,11 +374,13 @@ class ImplicitMF(BaseEstimator):
 (n_items_, n_factors)
         Factors, float64.
     strengths_ : scipy.sparse.csr_matrix of shape (n_users_, n_items_)
-        Sum of the weights of every ``(user, item)`` pair seen.
+        Net sum of the weights of every ``(user, item)`` pair seen; zero or below when
+        cancellations offset all its purchases.
     history_ : scipy.sparse.csr_matrix of shape (n_users_, n_items_)
         Rows of every pair, each weighted ``2 ** ((t - time_origin_) / history_half_life)``.
     popularity_ : ndarray of shape (n_items_,)
-        Rows of every item, each weighted by ``popularity_half_life`` the same way.
+        Purchase rows (positive weight) of every item, each weighted by
+        ``popularity_half_life`` the same way; a cancellation does not take one back.
     time_origin_ : float
         Time at which a row has weight 1 in ``history_`` and ``popularity_``.
     last_time_ : float
@@ -417,6 +427,7 @@ class ImplicitMF(BaseEstimator):
         popularity_weight: float = 0.8,
         popularity_half_life: float | None = 7.0,
         random_state: int | None = 0,
+        transform: str = "identity",
     ) -> None:
         self.n_factors = n_factors
         self.n_iterations = n_iterations
@@ -431,6 +442,7 @@ class ImplicitMF(BaseEstimator):
         self.popularity_weight = popularity_weight
         self.popularity_half_life = popularity_half_life
         self.random_state = random_state
+        self.transform = transform
 
     def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
         tags = super().__sklearn_tags__()
@@ -474,8 +486,8 @@ class ImplicitMF(BaseEstimator):
             Raw ``(user, item)`` ids; any hashable values. A pair may appear in several
             rows (e.g. one per day it was bought); its strengths add up.
         weights : array-like of shape (n_samples,), optional
-            Non-negative strength ``w`` of each row; 1 when omitted. A row of weight 0
-            is left out, as if absent.
+            Weight of each row (e.g. a quantity), 1 when omitted; a negative weight
+            cancels that much of the pair's earlier rows, a weight of 0 changes nothing.
         times : array-like of shape (n_samples,), optional
             Time of each row in days from any fixed origin (unix seconds / 86400, a day
             number); 0 when omitted.
@@ -490,8 +502,8 @@ class ImplicitMF(BaseEstimator):
         n = len(user_col)
         w = _as_weights(weights, n)
         t = _as_times(times, n, 0.0)
-        user_col, item_col, w, t = _positive(user_col, item_col, w, t)
-        if not w.size:
+        user_col, item_col, w, t = _nonzero(user_col, item_col, w, t)
+        if not np.any(w > 0):
             raise ValueError("fit needs at least one row of positive weight; got none.")
         started = time.perf_counter()
 
@@ -503,11 +515,14 @@ class ImplicitMF(BaseEstimator):
         items = _codes(item_col, item_index)
         shape = (len(new_users), len(new_items))
 
+        # Only purchases count in the history and popularity; a negative row offsets the
+        # pair's net weight, and a pair netted to zero or below drops out of both.
         origin = float(t.max())
+        bought = w > 0
         strengths = _csr(users, items, w, shape)
-        history = _csr(users, items, _decay(t, origin, self.history_half_life), shape)
+        history = _csr(users, items, _decay(t, origin, self.history_half_life) * bought, shape)
         popularity = np.bincount(
-            items, _decay(t, origin, self.popularity_half_life), minlength=shape[1]
+            items, _decay(t, origin, self.popularity_half_life) * bought, minlength=shape[1]
         )
 
         seed = int(self.random_state) if self.random_state is not None else secrets.randbits(128)
@@ -515,12 +530,13 @@ class ImplicitMF(BaseEstimator):
         X_u = rng.normal(0.0, self.init_std, size=(shape[0], self.n_factors))
         Y_i = rng.normal(0.0, self.init_std, size=(shape[1], self.n_factors))
 
-        by_item = _int64(strengths.T.tocsr())
+        by_user = self._confidence(strengths)
+        by_item = _int64(by_user.T.tocsr())
         all_users = np.arange(shape[0], dtype=np.int64)
         all_items = np.arange(shape[1], dtype=np.int64)
         for sweep in range(self.n_iterations):
             swept = time.perf_counter()
-            self._solve(strengths, all_users, X_u, Y_i, exact=False)
+            self._solve(by_user, all_users, X_u, Y_i, exact=False)
             self._solve(by_item, all_items, Y_i, X_u, exact=False)
             logger.debug(
                 "fit sweep %d/%d: %.3fs", sweep + 1, self.n_iterations, time.perf_counter() - swept
@@ -559,8 +575,8 @@ class ImplicitMF(BaseEstimator):
         X : array-like of shape (n_samples, 2)
             Raw ``(user, item)`` ids; may include ids never seen before.
         weights : array-like of shape (n_samples,), optional
-            Non-negative strength of each row; 1 when omitted. A row of weight 0 is
-            left out, as if absent.
+            Weight of each row (e.g. a quantity), 1 when omitted; a negative weight
+            cancels that much of the pair's earlier rows, a weight of 0 changes nothing.
         times : array-like of shape (n_samples,), optional
             Time of each row in days, from the same origin as in ``fit``; the latest time
             seen so far when omitted.
@@ -585,7 +601,7 @@ class ImplicitMF(BaseEstimator):
         n = len(user_col)
         w = _as_weights(weights, n)
         t = _as_times(times, n, self.last_time_)
-        user_col, item_col, w, t = _positive(user_col, item_col, w, t)
+        user_col, item_col, w, t = _nonzero(user_col, item_col, w, t)
         if not w.size:
             return self
         started = time.perf_counter()
@@ -614,13 +630,16 @@ class ImplicitMF(BaseEstimator):
 
         # NOTE: adding CSR matrices copies the stored history, a memory copy linear in the
         # pairs held; the least-squares solves below touch only the batch's rows.
+        bought = w > 0
         strengths = _grow(self.strengths_, *shape) + _csr(users, items, w, shape)
-        history = history + _csr(users, items, _decay(t, origin, self.history_half_life), shape)
+        decayed = _decay(t, origin, self.history_half_life) * bought
+        history = history + _csr(users, items, decayed, shape)
         popularity += np.bincount(
-            items, _decay(t, origin, self.popularity_half_life), minlength=shape[1]
+            items, _decay(t, origin, self.popularity_half_life) * bought, minlength=shape[1]
         )
         strengths = _int64(strengths)
-        by_item = _int64(strengths.T.tocsr())
+        by_user = self._confidence(strengths)
+        by_item = _int64(by_user.T.tocsr())
 
         # New rows start at zero; fold-in then solves them exactly against fixed factors.
         X_u = np.vstack([self.user_factors_, np.zeros((len(new_users), self.n_factors))])
@@ -628,7 +647,7 @@ class ImplicitMF(BaseEstimator):
         fresh_users = np.arange(self.n_users_, shape[0], dtype=np.int64)
         fresh_items = np.arange(self.n_items_, shape[1], dtype=np.int64)
         if fresh_users.size:
-            self._solve(strengths, fresh_users, X_u, Y_i, exact=True)
+            self._solve(by_user, fresh_users, X_u, Y_i, exact=True)
         if fresh_items.size:
             self._solve(by_item, fresh_items, Y_i, X_u, exact=True)
 
@@ -636,7 +655,7 @@ class ImplicitMF(BaseEstimator):
         touched_users = np.unique(users)
         touched_items = np.unique(items)
         for _ in range(self.partial_iterations):
-            self._solve(strengths, touched_users, X_u, Y_i, exact=False)
+            self._solve(by_user, touched_users, X_u, Y_i, exact=False)
             self._solve(by_item, touched_items, Y_i, X_u, exact=False)
 
         self.user_factors_ = X_u
@@ -665,6 +684,20 @@ class ImplicitMF(BaseEstimator):
             time.perf_counter() - started,
         )
         return self
+
+    def _confidence(self, strengths: sp.csr_matrix) -> sp.csr_matrix:
+        """The strengths the solves read: ``transform(max(net, 0))`` per pair, and only the
+        pairs whose net weight is positive.
+
+        NOTE: the kernels read every stored pair as a preference of 1, so a pair netted to
+        zero or below (bought, then cancelled) must be dropped, not kept with strength 0.
+        """
+        matrix = strengths.copy()
+        matrix.data = np.maximum(matrix.data, 0.0)
+        matrix.eliminate_zeros()
+        if self.transform == "log1p":
+            matrix.data = np.log1p(matrix.data)
+        return _int64(matrix)
 
     def _solve(
         self, matrix: sp.csr_matrix, rows: np.ndarray, X: np.ndarray, Y: np.ndarray, exact: bool
@@ -726,7 +759,8 @@ class ImplicitMF(BaseEstimator):
         if self.popularity_weight:
             blend += self.popularity_weight * popularity
         if self.history_weight:
-            history = self.history_[rows]
+            # A pair whose purchases were all cancelled is no longer the user's.
+            history = self.history_[rows].multiply(self.strengths_[rows] > 0).tocsr()
             peak = history.max(axis=1).toarray().ravel()
             peak[peak <= 0] = 1.0
             own = sp.diags(self.history_weight / peak) @ history
@@ -826,3 +860,5 @@ class ImplicitMF(BaseEstimator):
                 raise ValueError(f"{name} must be {rule.describe()}; got {value!r}.")
         if self.solver not in _SOLVERS:
             raise ValueError(f"solver must be one of {_SOLVERS!r}; got {self.solver!r}.")
+        if self.transform not in _TRANSFORMS:
+            raise ValueError(f"transform must be one of {_TRANSFORMS!r}; got {self.transform!r}.")

@@ -288,7 +288,7 @@ def test_bad_parameter_raises_naming_it(name, value):
     ("X", "weights", "times", "message"),
     [
         ([["a", "x", "extra"]], None, None, "X must have shape"),
-        ([["a", "x"]], [-1.0], None, "weights must hold only finite, non-negative"),
+        ([["a", "x"]], [np.nan], None, "weights must hold only finite numbers"),
         ([["a", "x"]], [1.0, 2.0], None, r"weights must have shape \(1,\)"),
         ([["a", "x"]], None, [float("nan")], "times must hold only finite"),
         ([["a", "x"]], [0.0], None, "fit needs at least one row of positive weight"),
@@ -331,3 +331,69 @@ def test_estimator_follows_scikit_learn_conventions(fitted):
 def test_docstring_examples_run():
     result = doctest.testmod(implicit_module)
     assert result.attempted > 0 and result.failed == 0
+
+
+# -- cancellations: negative rows offset earlier purchases of the same pair ---------------
+
+
+def _history_only(**params: object) -> ImplicitMF:
+    # Factors held at zero and no popularity: the score is the own-history term alone.
+    return ImplicitMF(n_factors=2, reg=1e9, popularity_weight=0.0, **params)  # type: ignore[arg-type]
+
+
+def test_a_cancellation_nets_the_pair_to_zero_and_drops_it_from_history() -> None:
+    model = _history_only().fit([["a", "x"], ["a", "y"]], [5.0, 2.0], times=[0.0, 0.0])
+    model.partial_fit([["a", "x"]], [-5.0], times=[1.0])
+
+    assert model.strengths_.toarray().tolist() == [[0.0, 2.0]]
+    # Only the purchase of y is left for the solves, and the history ranks y alone.
+    assert model._confidence(model.strengths_).toarray().tolist() == [[0.0, 2.0]]
+    scores = model.score_items(["a"])
+    assert scores[0, 1] == pytest.approx(1.0, abs=1e-6)
+    assert scores[0, 0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_partial_cancellation_keeps_the_net_quantity_through_the_transform() -> None:
+    model = ImplicitMF(n_factors=2, transform="log1p")
+    model.fit([["a", "x"], ["a", "x"], ["b", "x"]], [5.0, -2.0, 1.0], times=[0, 1, 1])
+
+    assert model.strengths_.toarray().tolist() == [[3.0], [1.0]]
+    confidence = model._confidence(model.strengths_).toarray()
+    np.testing.assert_allclose(confidence, [[np.log1p(3.0)], [np.log1p(1.0)]])
+
+
+def test_more_cancelled_than_bought_is_floored_at_zero() -> None:
+    model = _history_only().fit([["a", "x"], ["a", "y"]], [1.0, 1.0])
+    model.partial_fit([["a", "x"]], [-4.0])
+
+    assert model.strengths_.toarray().tolist() == [[-3.0, 1.0]]
+    assert model._confidence(model.strengths_).toarray().tolist() == [[0.0, 1.0]]
+    # The floor applies to the net sum, not to each step: 2 more units leave it at -1.
+    model.partial_fit([["a", "x"]], [2.0])
+    assert model._confidence(model.strengths_).toarray().tolist() == [[0.0, 1.0]]
+
+
+def test_a_cancelled_pair_trains_the_factors_like_a_pair_never_bought() -> None:
+    # Both encode users b, a, c and items x, y in that order, so they start from the same
+    # random factors; in one, a buys x and cancels it.
+    bought = [["b", "x"], ["a", "y"], ["a", "x"], ["c", "y"], ["a", "x"]]
+    # NOTE: popularity counts the cancelled purchase too (a decayed count of purchases,
+    # not of net quantities), so it is left out of the scores compared here.
+    cancelled = ImplicitMF(n_factors=3, popularity_weight=0.0)
+    cancelled.fit(bought, [1.0, 1.0, 2.0, 1.0, -2.0])
+    never = ImplicitMF(n_factors=3, popularity_weight=0.0)
+    never.fit([["b", "x"], ["a", "y"], ["c", "y"]])
+
+    np.testing.assert_array_equal(cancelled.user_factors_, never.user_factors_)
+    np.testing.assert_array_equal(cancelled.item_factors_, never.item_factors_)
+    np.testing.assert_array_equal(cancelled.score_items(["a"]), never.score_items(["a"]))
+
+
+def test_fit_refuses_rows_that_are_all_cancellations() -> None:
+    with pytest.raises(ValueError, match="at least one row of positive weight"):
+        ImplicitMF().fit([["a", "x"]], [-1.0])
+
+
+def test_transform_is_checked_before_any_work() -> None:
+    with pytest.raises(ValueError, match="transform must be one of"):
+        ImplicitMF(transform="sqrt").fit([["a", "x"]])
