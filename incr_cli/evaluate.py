@@ -9,6 +9,13 @@ for the model's version, the other one is scored on the same rows beside it. Eve
 is stored in the ``metrics`` table, from which :func:`incr_cli.report.report` gathers the
 latest evaluation of each delta into a report.
 
+With implicit feedback (``ingest.feedback`` ``event`` or ``quantity``) there is no rating to
+predict: the model trained through ``p`` ranks items for every user who buys in the delta,
+the items bought there (net of cancellations) are the relevant ones, and the baselines are
+the most popular items (bought on the most user-days), the recently popular ones (the same
+over the 7 days before the delta) and buy-again (the user's own items, most days bought
+first, filled up with the recently popular ones).
+
 Known gaps, on purpose:
 
 - users and items are not filtered to those the model knows; a new user gets the model's
@@ -21,6 +28,7 @@ Known gaps, on purpose:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
@@ -32,6 +40,7 @@ import numpy as np
 
 from .artifacts import ModelRecord, load_model, model_at, model_trained_through, serving_model
 from .catalog import Catalog, now
+from .config import is_implicit
 from .errors import NothingToDo, UsageError
 from .metrics import coverage, mae, ranking_metrics, rmse, stability
 
@@ -104,6 +113,44 @@ WHERE list_contains($history, version) AND user_id IN (
 )
 GROUP BY user_id
 """
+
+# Implicit feedback. The relevant items: per buyer of the delta, what the delta holds of
+# theirs with a positive net value.
+BOUGHT_SQL = """
+SELECT user_id, list_sort(list(item_id)) AS items FROM (
+    SELECT user_id, item_id FROM ratings_clean WHERE version = $version
+    GROUP BY user_id, item_id HAVING sum(rating) > 0
+) GROUP BY user_id ORDER BY user_id
+"""
+
+# Items by the number of user-days they were bought on, since $since (ties by id).
+POPULAR_DAYS_SQL = """
+SELECT item_id FROM (
+    SELECT DISTINCT user_id, item_id, CAST(ts AS DATE) AS day FROM ratings_clean
+    WHERE list_contains($history, version) AND rating > 0 AND ts >= $since
+) GROUP BY item_id ORDER BY count(*) DESC, item_id
+"""
+
+# Buy-again: each buyer's own items still held on net, most days bought first, then the
+# latest bought, then by id; the first $k of them.
+BUY_AGAIN_SQL = """
+WITH own AS (
+    SELECT user_id, item_id,
+        count(DISTINCT CASE WHEN rating > 0 THEN CAST(ts AS DATE) END) AS days,
+        max(ts) AS latest
+    FROM ratings_clean
+    WHERE list_contains($history, version) AND list_contains($users, user_id)
+    GROUP BY user_id, item_id HAVING sum(rating) > 0
+)
+SELECT user_id, list(item_id ORDER BY days DESC, latest DESC, item_id) AS items
+FROM own GROUP BY user_id
+"""
+
+# The start of the delta's first day: the recently popular window ends there.
+DELTA_START_SQL = "SELECT CAST(min(ts) AS DATE) FROM ratings_clean WHERE version = $version"
+
+#: Days of purchases the recently-popular baseline counts, before the delta's first day.
+RECENT_DAYS = 7
 
 DELETE_SQL = "DELETE FROM metrics WHERE version = ? AND model_id = ?"
 INSERT_SQL = "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)"
@@ -206,6 +253,11 @@ def evaluate(
     parent = history[-1]
     if progress:
         progress(f"v{target}: scoring with the model of v{record.version}")
+    if is_implicit(catalog.config):
+        result = _evaluate_implicit(catalog, lineage, target, record, progress)
+        if save:
+            _store(catalog, result)
+        return result
 
     data = catalog.con.execute(DELTA_SQL, {"version": target}).fetchnumpy()
     users = data["user_id"].astype(object)
@@ -308,6 +360,124 @@ def evaluate(
         time.perf_counter() - started,
     )
     return result
+
+
+def _evaluate_implicit(
+    catalog: Catalog,
+    lineage: list[int],
+    target: int,
+    record: ModelRecord,
+    progress: Callable[[str], None] | None = None,
+) -> EvaluateResult:
+    """Rank items for the delta's buyers with the model and three baselines; see above."""
+    config = catalog.config.evaluate
+    history = lineage[: lineage.index(target)]
+    rows = int(catalog.one("SELECT count(*) FROM ratings_clean WHERE version = ?", [target]))
+    if not rows:
+        raise NothingToDo(
+            f"v{target} holds no clean rows to score; check 'incr log' for what clean removed"
+        )
+    bought = catalog.con.execute(BOUGHT_SQL, {"version": target}).fetchnumpy()
+    users = bought["user_id"].astype(object)
+    user_list = users.tolist()
+    all_users = int(
+        catalog.one("SELECT count(DISTINCT user_id) FROM ratings_clean WHERE version = ?", [target])
+    )
+    seen: dict[Hashable, set[Hashable]] = {}
+    if config.exclude_seen:
+        owned = catalog.rows(BUY_AGAIN_SQL, {"history": history, "users": user_list})
+        seen = {user: set(items) for user, items in owned}
+
+    # The baselines, from the clean data as of the version before the delta.
+    start = catalog.one(DELTA_START_SQL, {"version": target})
+    since = start - dt.timedelta(days=RECENT_DAYS)
+    everything = dt.datetime(1, 1, 1)
+    popular = catalog.con.execute(
+        POPULAR_DAYS_SQL, {"history": history, "since": everything}
+    ).fetchnumpy()["item_id"]
+    recent = (
+        catalog.con.execute(POPULAR_DAYS_SQL, {"history": history, "since": since})
+        .fetchnumpy()["item_id"]
+        .tolist()
+    )
+    ranking = _Ranking(
+        users=users,
+        relevant=list(bought["items"]),
+        seen=seen,
+        k=config.k,
+        skipped=all_users - len(user_list),
+        n_items=max(1, int(popular.size)),
+    )
+    if progress:
+        progress(f"v{target}: ranking the top {config.k} items for {len(user_list)} buyers")
+    own = dict(catalog.rows(BUY_AGAIN_SQL, {"history": history, "users": user_list}))
+    buy_again = [
+        _filled(
+            [i for i in own.get(user, []) if i not in seen.get(user, ())],
+            recent,
+            config.k,
+            seen.get(user, set()),
+        )
+        for user in user_list
+    ]
+
+    # Stability against the model that served before this one, as for ratings.
+    previous = _previous_model(catalog, lineage, record)
+    previous_lists = ranking.model_lists(load_model(catalog, previous)) if previous else None
+    metrics: dict[str, Figures] = {
+        "model": _rank_model(load_model(catalog, record), rows, ranking, previous_lists),
+        "most_popular": ranking.figures(ranking.fixed_lists(popular.tolist())),
+        "recently_popular": ranking.figures(ranking.fixed_lists(recent)),
+        "buy_again": ranking.figures(buy_again),
+    }
+    other_kind = "incremental" if record.kind == "full" else "full"
+    other = model_at(catalog, record.version, kind=other_kind)
+    if other is not None:
+        metrics[COUNTERPARTS[other_kind]] = _rank_model(
+            load_model(catalog, other), rows, ranking, previous_lists
+        )
+    return EvaluateResult(
+        version=target,
+        parent=history[-1],
+        model_version=record.version,
+        model_id=record.model_id,
+        rows=rows,
+        users_ranked=len(user_list),
+        k=config.k,
+        metrics=metrics,
+    )
+
+
+def _filled(
+    own: list[Hashable], fallback: Sequence[Hashable], k: int, banned: set[Hashable]
+) -> list[Hashable]:
+    """The first ``k`` of ``own``, then items of ``fallback`` neither in it nor banned.
+
+    Examples
+    --------
+    >>> _filled(["a", "b"], ["b", "c", "d", "e"], 4, {"d"})
+    ['a', 'b', 'c', 'e']
+    """
+    picks = own[:k]
+    taken = set(picks) | banned
+    for item in fallback:
+        if len(picks) == k:
+            break
+        if item not in taken:
+            picks.append(item)
+    return picks
+
+
+def _rank_model(
+    model: Any, rows: int, ranking: _Ranking, previous_lists: list[Any] | None
+) -> Figures:
+    """Ranking and stability figures of an implicit-feedback model."""
+    lists = ranking.model_lists(model)
+    figures: Figures = {"rows": rows} | ranking.figures(lists)
+    figures["stability"] = (
+        None if previous_lists is None else _finite(stability(previous_lists, lists, ranking.k))
+    )
+    return figures
 
 
 def _choose(

@@ -2,25 +2,38 @@
 
 ``incr update`` holds out a random share of the last delta it learns, trains a
 twin of the candidate without those rows, and scores the twin and the reference model (the
-newest model that has not learned that delta either) on the same held-out rows. This
-module holds the pure part: scoring a model on those rows and judging the figures against
-the ``gate`` section of the config. The twin's training lives in :mod:`incr_cli.update`.
+newest model that has not learned that delta either) on the same held-out rows. A model of
+implicit feedback predicts no rating, so it is judged by ranking instead: a random share of
+the delta's users is held out, and the twin and the reference rank items for each of them,
+the items they bought in the delta being the relevant ones. This module holds the pure
+part: scoring a model on the held-out rows or users and judging the figures against the
+``gate`` section of the config. The twin's training lives in :mod:`incr_cli.update`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .config import GateMetric
-from .metrics import mae, rmse
+from .metrics import mae, ranking_metrics, rmse
 
 #: Metrics the gate can judge, each with whether a lower value is better.
-LOWER_IS_BETTER: dict[str, bool] = {"rmse": True, "mae": True}
+LOWER_IS_BETTER: dict[str, bool] = {
+    "rmse": True,
+    "mae": True,
+    "ndcg": False,
+    "precision": False,
+    "recall": False,
+    "hit_rate": False,
+}
+#: The metrics that judge a rating model and those that judge an implicit-feedback model.
+RATING_METRICS = ("rmse", "mae")
+RANKING_METRICS = ("ndcg", "precision", "recall", "hit_rate")
 
 PROMOTED = "promoted"
 REJECTED = "rejected"
@@ -59,6 +72,37 @@ def score(model: Any, X: np.ndarray, y: np.ndarray, metrics: list[str]) -> dict[
         return {name: math.inf for name in metrics}
     functions = {"rmse": rmse, "mae": mae}
     return {name: functions[name](y, predicted) for name in metrics}
+
+
+def rank_score(
+    model: Any,
+    users: Sequence[Hashable],
+    relevant: Sequence[Iterable[Hashable]],
+    k: int,
+    metrics: list[str],
+    exclude: Mapping[Hashable, Iterable[Hashable]] | None = None,
+) -> dict[str, float]:
+    """The gate's ranking metrics of ``model``'s top ``k`` for ``users``.
+
+    ``relevant[n]`` holds the items ``users[n]`` bought in the held-out rows; ``exclude``
+    the items never to list for a user (none when bought items stay candidates). A
+    model whose scores are not finite scores 0, the worst value, rather than failing.
+
+    Examples
+    --------
+    >>> class Fixed:
+    ...     def top_k(self, users, k, exclude=None):
+    ...         return np.array([["x", "y"]] * len(users), dtype=object), np.ones((len(users), 2))
+    >>> rank_score(Fixed(), ["a", "b"], [{"x"}, {"z"}], 2, ["hit_rate", "precision"])
+    {'hit_rate': 0.5, 'precision': 0.25}
+    """
+    if not len(users):
+        return {name: math.nan for name in metrics}
+    items, scores = model.top_k(np.asarray(users, dtype=object), k, exclude=exclude or None)
+    if not np.isfinite(scores[items != None]).all():  # noqa: E711 - elementwise
+        return {name: 0.0 for name in metrics}
+    found = ranking_metrics(list(items), list(relevant), k)
+    return {name: float(found[name]) for name in metrics}
 
 
 def judge(

@@ -5,10 +5,15 @@ delta is learned by ``partial_fit``, mixed with a replay sample of older ratings
 the model does not drift towards the newest data only. ``full`` refits from scratch on all
 clean data as of the head, as the reference an incremental model is judged against.
 
+With ``ingest.feedback`` set to ``event`` or ``quantity`` the model is ``ImplicitMF``
+instead, learning each row's value (negative for a cancellation) at its time in days; it
+needs no replay sample (see :func:`_learn_delta`).
+
 The newest model of a run is a candidate: the quality gate (:mod:`incr_cli.gate`) promotes
 it only if a twin of it, trained without a random share of the last delta, scores no
-worse than the reference model on those held-out rows. A refused candidate is kept and
-recorded as rejected, with every model of its run, and never serves.
+worse than the reference model on those held-out rows (for an implicit model: on the
+held-out users' purchases, by ranking). A refused candidate is kept and recorded as
+rejected, with every model of its run, and never serves.
 """
 
 from __future__ import annotations
@@ -26,9 +31,18 @@ import numpy as np
 
 from .artifacts import ModelRecord, load_model, save_model, serving_model
 from .catalog import Catalog, now
-from .config import Config, GateMetric
+from .config import Config, GateMetric, is_implicit
 from .errors import GateRefused, NothingToDo, TrainingDiverged, UsageError
-from .gate import FORCED, PROMOTED, REJECTED, judge, score
+from .gate import (
+    FORCED,
+    PROMOTED,
+    RANKING_METRICS,
+    RATING_METRICS,
+    REJECTED,
+    judge,
+    rank_score,
+    score,
+)
 
 if TYPE_CHECKING:
     # NOTE: imported lazily at run time: numba's import is slow for commands that never train.
@@ -66,6 +80,28 @@ SELECT user_id, item_id, rating FROM ratings_clean WHERE version = $v
 ORDER BY ts, user_id, item_id, rating
 """
 
+# Implicit feedback: every row counts (repeat purchases add up, cancellations offset them),
+# so nothing is deduplicated; times are days since the epoch.
+IMPLICIT_AS_OF_SQL = """
+SELECT user_id, item_id, rating, epoch(ts) / 86400.0 AS days FROM ratings_clean
+WHERE list_contains($lineage, version)
+ORDER BY version, ts, user_id, item_id, rating
+"""
+IMPLICIT_DELTA_SQL = """
+SELECT user_id, item_id, rating, epoch(ts) / 86400.0 AS days FROM ratings_clean
+WHERE version = $v ORDER BY ts, user_id, item_id, rating
+"""
+
+# What the gate's held-out users had bought before the delta, left out of their lists
+# only with evaluate.exclude_seen.
+BOUGHT_BEFORE_SQL = """
+SELECT user_id, list(item_id) AS items FROM (
+    SELECT user_id, item_id FROM ratings_clean
+    WHERE list_contains($lineage, version) AND list_contains($users, user_id)
+    GROUP BY user_id, item_id HAVING sum(rating) > 0
+) GROUP BY user_id
+"""
+
 #: Replayed (user, item) pairs and their ratings.
 Replay = tuple[np.ndarray, np.ndarray]
 
@@ -88,6 +124,12 @@ class UpdateResult:
 
 
 def new_model(config: Config) -> Any:
+    """An unfitted model of the kind the config's feedback calls for."""
+    if is_implicit(config):
+        from .implicit_model import ImplicitMF
+
+        return ImplicitMF(**_implicit_params(config), random_state=config.model.seed)
+
     from .model import BiasedMF
 
     m = config.model
@@ -104,6 +146,34 @@ def new_model(config: Config) -> Any:
         min_rating=config.ingest.rating_min,
         max_rating=config.ingest.rating_max,
     )
+
+
+def _implicit_params(config: Config) -> dict[str, Any]:
+    """``ImplicitMF`` parameters from ``model.implicit``, all but the seed."""
+    m = config.model.implicit
+    return {
+        "n_factors": m.factors,
+        "n_iterations": m.iterations,
+        "partial_iterations": m.partial_iterations,
+        "alpha": m.alpha,
+        "reg": m.reg,
+        "cg_steps": m.cg_steps,
+        "transform": m.transform,
+        "history_weight": m.history_weight,
+        "history_half_life": m.history_half_life,
+        "popularity_weight": m.popularity_weight,
+        "popularity_half_life": m.popularity_half_life,
+    }
+
+
+def _implicit_arrays(
+    catalog: Catalog, sql: str, params: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The query's (user, item) pairs, values and times in days, as arrays."""
+    data = catalog.con.execute(sql, params).fetchnumpy()
+    X = np.column_stack([data["user_id"].astype(object), data["item_id"].astype(object)])
+    values = np.asarray(data["rating"], dtype=np.float64)
+    return X, values, np.asarray(data["days"], dtype=np.float64)
 
 
 def _arrays(catalog: Catalog, sql: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -238,17 +308,24 @@ def _gate(
     reasons: list[str] = []
     figures: dict[str, dict[str, float | None]] = {}
     held_out = 0
+    # Each kind of model is judged by the configured metrics that mean something for it.
+    implicit = is_implicit(catalog.config)
+    applicable = RANKING_METRICS if implicit else RATING_METRICS
+    rules: dict[str, GateMetric] = {
+        str(k): v for k, v in config.metrics.items() if str(k) in applicable
+    }
     # With nothing to compare against, only bounds can refuse; without any, the twin's
     # training (a second full fit for a first model) would decide nothing.
-    bounded = any(r.min is not None or r.max is not None for r in config.metrics.values())
-    judged = config.enabled and (reference is not None or bounded)
-    if judged:
+    bounded = any(r.min is not None or r.max is not None for r in rules.values())
+    judged = config.enabled and bool(rules) and (reference is not None or bounded)
+    if judged and implicit:
+        held_out, reasons, figures = _judge_implicit(catalog, rules, base, reference)
+    elif judged:
         X, y = _arrays(catalog, DELTA_SQL, {"v": candidate.version})
         held_out = int(len(y) * config.holdout)
-    if held_out:
+    if held_out and not implicit:
         test = _held_out_rows(catalog, candidate.version, len(y), held_out)
         fit_X, fit_y, test_X, test_y = X[~test], y[~test], X[test], y[test]
-        rules: dict[str, GateMetric] = {str(k): v for k, v in config.metrics.items()}
         names = list(rules)
         current = load_model(catalog, reference) if reference is not None else None
         # In a normal run the twin starts from the very model it is compared with: load
@@ -270,11 +347,14 @@ def _gate(
 
     if not config.enabled:
         note = "gate disabled"
+    elif not rules:
+        note = f"not judged: gate.metrics names none of {', '.join(applicable)}"
     elif not judged:
         note = "not judged: no current model to compare with and no bounds configured"
     elif not held_out:
         # NOTE: too few rows to hold any out; the gate cannot judge, so it does not block.
-        note = f"not judged: v{candidate.version} has too few rows to hold out a share"
+        what = "users" if implicit else "rows"
+        note = f"not judged: v{candidate.version} has too few {what} to hold out a share"
     else:
         note = "; ".join(reasons) or "passed the gate"
     created = now()
@@ -296,6 +376,75 @@ def _gate(
             ],
         )
     log.debug("gate: m%d %s (%s)", candidate.model_id, decision, note)
+
+
+def _judge_implicit(
+    catalog: Catalog,
+    rules: dict[str, GateMetric],
+    base: ModelRecord | None,
+    reference: ModelRecord | None,
+) -> tuple[int, list[str], dict[str, dict[str, float | None]]]:
+    """The gate for an implicit-feedback model: ranking on a random share of the users.
+
+    A seeded ``gate.holdout`` share of the last delta's buyers is held out: a twin learns
+    what the candidate learned except every row of theirs in that delta, and the twin and
+    ``reference`` rank ``evaluate.k`` items for each of them; the items a held-out user
+    bought in the delta (net of cancellations) are the relevant ones. Neither model has
+    seen them. Returns the rows held out, the reasons to refuse and the figures.
+    """
+    config = catalog.config
+    lineage = catalog.lineage()
+    version = lineage[-1]
+    X, y, days = _implicit_arrays(catalog, IMPLICIT_DELTA_SQL, {"v": version})
+
+    # The buyers of the delta, in a stable order, and a seeded share of them.
+    net: dict[tuple[Any, Any], float] = {}
+    for (user, item), value in zip(X.tolist(), y.tolist(), strict=True):
+        net[(user, item)] = net.get((user, item), 0.0) + value
+    bought: dict[Any, set[Any]] = {}
+    for (user, item), value in net.items():
+        if value > 0:
+            bought.setdefault(user, set()).add(item)
+    buyers = sorted(bought, key=str)
+    n_held = int(len(buyers) * config.gate.holdout)
+    if not n_held:
+        return 0, [], {}
+    rng = np.random.default_rng([config.model.seed, len(lineage)])
+    held = [buyers[n] for n in sorted(rng.choice(len(buyers), size=n_held, replace=False))]
+    held_set = set(held)
+    test = np.fromiter((user in held_set for user in X[:, 0]), dtype=bool, count=len(y))
+
+    # The twin: from the same start as the candidate, without the held-out users' rows.
+    current = load_model(catalog, reference) if reference is not None else None
+    if base is None:
+        Xa, ya, da = _implicit_arrays(catalog, IMPLICIT_AS_OF_SQL, {"lineage": lineage})
+        # Rows of the delta come last in the lineage's order, so the mask is appended.
+        keep = np.concatenate([np.ones(len(ya) - len(y), dtype=bool), ~test])
+        twin = new_model(config).fit(Xa[keep], ya[keep], times=da[keep])
+    else:
+        same = reference is not None and base.model_id == reference.model_id
+        start = copy.deepcopy(current) if same else None
+        twin = start if start is not None else load_model(catalog, base)
+        twin.set_params(**_refreshed_params(config))
+        twin.partial_fit(X[~test], y[~test], times=days[~test])
+
+    exclude: dict[Any, Any] = {}
+    if config.evaluate.exclude_seen:
+        params = {"lineage": lineage[:-1], "users": held}
+        exclude = dict(catalog.rows(BOUGHT_BEFORE_SQL, params))
+    relevant = [bought[user] for user in held]
+    names = list(rules)
+    k = config.evaluate.k
+    reference_figures = None
+    if current is not None:
+        reference_figures = rank_score(current, held, relevant, k, names, exclude)
+    judgement = judge(
+        rules,
+        rank_score(twin, held, relevant, k, names, exclude),
+        reference_figures,
+        f"the current model m{reference.model_id}" if reference else "the current model",
+    )
+    return int(test.sum()), judgement.reasons, judgement.figures
 
 
 def _held_out_rows(catalog: Catalog, version: int, rows: int, held_out: int) -> np.ndarray:
@@ -378,6 +527,19 @@ def _replay(catalog: Catalog, version: int, delta_rows: int) -> Replay:
     return _arrays(catalog, REPLAY_SQL, params | {"cut": HASH_MAX})
 
 
+def _check_kind(model: Any, config: Config) -> None:
+    """Refuse to update a model of the other kind than the config's feedback calls for."""
+    from .implicit_model import ImplicitMF
+
+    implicit_model = isinstance(model, ImplicitMF)
+    if implicit_model != is_implicit(config):
+        kind = "an implicit-feedback" if implicit_model else "a rating"
+        raise UsageError(
+            f"the model to update is {kind} model but ingest.feedback says otherwise; "
+            "retrain with 'incr update --full' or restore the config it was trained with"
+        )
+
+
 def _check_finite(model: Any, version: int, config: Config) -> None:
     """Refuse a model whose SGD diverged, before it is saved or can serve.
 
@@ -401,14 +563,26 @@ def _learn_delta(
     """
     started = time.perf_counter()
     config = catalog.config
-    X, y = _arrays(catalog, DELTA_SQL, {"v": version})
     model = load_model(catalog, base)
+    _check_kind(model, config)
     model.set_params(**_refreshed_params(config))
-    Xr, yr = replay = _replay(catalog, version, len(y))
-    replayed = len(yr)
-    X, y = np.concatenate([X, Xr]), np.concatenate([y, yr])
-    model.partial_fit(X, y, on_epoch=_epochs(progress, version))
-    _check_finite(model, version, config)
+    if is_implicit(config):
+        # NOTE: no replay sample: ALS solves each user and item of the delta exactly
+        # against its whole stored history (the model keeps every pair's net value), so
+        # nothing learned before is pulled away by the delta, as SGD on it alone would.
+        X, y, days = _implicit_arrays(catalog, IMPLICIT_DELTA_SQL, {"v": version})
+        if progress:
+            progress(f"v{version} solving {len(y)} rows")
+        model.partial_fit(X, y, times=days)
+        replay: Replay = (np.empty((0, 2), dtype=object), np.empty(0, dtype=np.float64))
+        replayed = 0
+    else:
+        X, y = _arrays(catalog, DELTA_SQL, {"v": version})
+        Xr, yr = replay = _replay(catalog, version, len(y))
+        replayed = len(yr)
+        X, y = np.concatenate([X, Xr]), np.concatenate([y, yr])
+        model.partial_fit(X, y, on_epoch=_epochs(progress, version))
+        _check_finite(model, version, config)
     seconds = time.perf_counter() - started
     record = save_model(
         catalog,
@@ -454,6 +628,13 @@ def _epochs(progress: Callable[[str], None] | None, version: int) -> EpochHook |
 def _refreshed_params(config: Config) -> dict[str, Any]:
     """Parameters a saved model takes from the current config on its next update."""
     m = config.model
+    if is_implicit(config):
+        # Not the factors (their number is fixed) nor the half-lives (the stored decayed
+        # sums are kept in them): a change to those needs 'incr update --full'.
+        params = _implicit_params(config)
+        for fixed in ("n_factors", "n_iterations", "history_half_life", "popularity_half_life"):
+            params.pop(fixed)
+        return params
     return {"partial_epochs": m.partial_epochs, "lr": m.lr, "reg": m.reg, "reg_bias": m.reg_bias}
 
 
@@ -463,10 +644,21 @@ def _fit_full(
     """Fit a new model on all clean data as of the end of ``lineage``."""
     started = time.perf_counter()
     head = lineage[-1]
-    X, y = _arrays(catalog, AS_OF_SQL, {"lineage": lineage})
     model = new_model(catalog.config)
-    model.fit(X, y, on_epoch=_epochs(progress, head))
-    _check_finite(model, head, catalog.config)
+    if is_implicit(catalog.config):
+        X, y, days = _implicit_arrays(catalog, IMPLICIT_AS_OF_SQL, {"lineage": lineage})
+        if not (y > 0).any():
+            raise NothingToDo(
+                f"the clean data as of v{head} holds no purchase, only cancellations; "
+                "ingest a file with purchases first"
+            )
+        if progress:
+            progress(f"v{head} fitting {len(y)} rows")
+        model.fit(X, y, times=days)
+    else:
+        X, y = _arrays(catalog, AS_OF_SQL, {"lineage": lineage})
+        model.fit(X, y, on_epoch=_epochs(progress, head))
+        _check_finite(model, head, catalog.config)
     seconds = time.perf_counter() - started
     record = save_model(
         catalog,

@@ -175,7 +175,7 @@ def test_a_refused_candidate_breaks_no_later_command(two: Cli) -> None:
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("gate:\n  metrics:\n    ndcg: {tolerance: 0.1}\n", "gate.metrics.ndcg"),
+        ("gate:\n  metrics:\n    map: {tolerance: 0.1}\n", "gate.metrics.map"),
         ("gate:\n  metrics:\n    rmse: {min: 2, max: 1}\n", "gate.metrics.rmse"),
         ("gate:\n  holdout: 1.5\n", "gate.holdout"),
     ],
