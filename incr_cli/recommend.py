@@ -4,7 +4,9 @@ A user the model knows gets the model's highest-scoring items. A user it does no
 rating in the data it learned from) gets the most popular items of that data instead, and
 every such list is marked as the fallback it is, because its scores are rating counts, not
 predicted ratings. Either way the items the user has rated on the head's lineage are left
-out, so a newer rating than the model's data still counts as "already has".
+out, so a newer rating than the model's data still counts as "already has". The one
+exception is implicit feedback with ``evaluate.exclude_seen`` off: shop customers reorder,
+so the items they bought stay candidates.
 
 Known gaps, on purpose:
 
@@ -28,6 +30,7 @@ import numpy as np
 
 from .artifacts import ModelRecord, load_model, model_trained_through, serving_model
 from .catalog import Catalog
+from .config import is_implicit
 from .errors import NothingToDo, UsageError
 from .evaluate import fixed_order_lists
 
@@ -106,7 +109,8 @@ class UserRecommendations:
         ``model``, or ``most_popular`` when the model does not know the user: then each
         score is the item's number of ratings in the model's data, not a rating.
     seen
-        Items the user has rated on the head's lineage, all left out.
+        Items the user has rated on the head's lineage, all left out (kept as candidates
+        for implicit feedback with ``evaluate.exclude_seen`` off).
     items
         The items, best first.
     """
@@ -160,6 +164,10 @@ class _Lister:
         popular = catalog.rows(POPULAR_SQL, {"lineage": catalog.lineage(record.version)})
         self.popular = [item for item, _ in popular]
         self.popularity = dict(popular)
+        # Shop customers reorder: with implicit feedback and evaluate.exclude_seen off,
+        # the items a user already bought stay candidates.
+        config = catalog.config
+        self.exclude_seen = not is_implicit(config) or config.evaluate.exclude_seen
 
     def seen(self, users: Sequence[str]) -> dict[Hashable, set[Hashable]]:
         found = self.catalog.rows(SEEN_SQL, {"lineage": self.lineage, "users": list(users)})
@@ -167,7 +175,7 @@ class _Lister:
 
     def rows(self, users: Sequence[str]) -> dict[str, np.ndarray]:
         """The rows of these users' lists as columns, users in the order given."""
-        seen = self.seen(users)
+        seen = self.seen(users) if self.exclude_seen else {}
         known = np.fromiter((u in self.model.user_index_ for u in users), bool, len(users))
         ids = np.asarray(users, dtype=object)
         parts = []
