@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import joblib
-
 from .catalog import Catalog, describe_environment, now
 from .errors import IntegrityError, UsageError
 
@@ -96,6 +94,10 @@ def save_model(
     """Write the model to a temporary name, flush it, rename it into place, record it."""
     catalog.model_dir.mkdir(parents=True, exist_ok=True)
     model_id = int(catalog.one("SELECT coalesce(max(model_id), 0) + 1 FROM models"))
+    # NOTE: joblib (and numpy behind it) is imported here, not at the top: 'incr status'
+    # and 'incr log' reach this module and must start fast without a model to touch.
+    import joblib
+
     path = catalog.model_dir / f"v{version}-{kind}-m{model_id}.joblib"
     write_atomically(path, lambda out: joblib.dump(model, out))
     catalog.new_files.append(path)
@@ -200,6 +202,8 @@ def load_model(catalog: Catalog, record: ModelRecord) -> Any:
             "sha256 and was not loaded; restore the file or retrain with 'incr update --full'"
         )
     _warn_environment(record)
+    import joblib  # imported when needed, as in save_model
+
     model = joblib.load(path)
     log.debug("loaded %s in %.3f s", path.name, time.perf_counter() - started)
     return model

@@ -10,10 +10,8 @@ from rich.table import Table
 
 from ..catalog import parse_version
 from ..errors import UsageError
-from ..evaluate import evaluate as evaluate_model
 from ..report import DATA_COLUMNS
 from ..report import report as write_report
-from ..update import update as update_model
 from ._common import (
     CatalogOpt,
     Common,
@@ -54,6 +52,10 @@ def update(
 
     Example: incr update --since v12
     """
+    # NOTE: the library is imported in the command, not at the top: it brings numpy,
+    # scikit-learn and numba, which 'incr status' and 'incr log' need not wait for.
+    from ..update import update as update_model
+
     common = Common(catalog, config, json, quiet, debug, wait)
     out = Output(common)
     base = parse_version(since) if since is not None else None
@@ -111,6 +113,8 @@ def evaluate(
 
     Example: incr evaluate --report
     """
+    from ..evaluate import evaluate as evaluate_model  # numpy: imported when needed
+
     common = Common(catalog, config, json, quiet, debug, wait)
     out = Output(common)
     version = parse_version(model) if model is not None else None

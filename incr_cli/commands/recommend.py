@@ -10,7 +10,6 @@ from rich.table import Table
 
 from ..catalog import parse_version
 from ..errors import UsageError
-from ..recommend import recommend_all, recommend_user
 from ._common import (
     CatalogOpt,
     Common,
@@ -56,6 +55,9 @@ def recommend(
 
     Example: incr recommend --user 196 -k 5
     """
+    # NOTE: imported here, not at the top, so that other commands start without numpy.
+    from ..recommend import recommend_all, recommend_user
+
     common = Common(catalog, config, json, quiet, debug, wait)
     out = Output(common)
     if (user is None) == (not all_users):
