@@ -19,6 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
@@ -37,6 +38,7 @@ from .sources import (
     FileScan,
     Source,
     expand,
+    leading_empty_lines,
     open_text,
     scan_file,
 )
@@ -357,7 +359,7 @@ def _utc_session(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 # position rn of its file lies after the largest k whose L - k <= rn, at line rn + 1 + k.
 # Several lines in a row share one L - k; the largest k of each group is the one that
 # counts. A file's rows follow those of the files before it in the delta.
-CSV_NUMBERED_SQL = """
+GAPS_SQL = """
 skipped AS (
     SELECT file, line, row_number() OVER (PARTITION BY file ORDER BY line) AS k
     FROM (
@@ -368,17 +370,39 @@ skipped AS (
 ),
 gaps AS (
     SELECT file, line - k AS rows_before, max(k) AS k FROM skipped GROUP BY file, line - k
-),
+)"""
+
+# The gaps themselves, few in a file of well-formed rows: its header and empty lines.
+GAPS_LIST_SQL = "WITH " + GAPS_SQL + " SELECT file, rows_before, k FROM gaps ORDER BY ALL"
+
+# With few gaps, a CASE over them ({gaps}) numbers the rows without a join, which keeps
+# the staged order; with many, an ASOF join does.
+CSV_NUMBERED_FEW_GAPS_SQL = """
+numbered AS (
+    SELECT *, CAST($offsets AS BIGINT[])[file] + rn + 1 + {gaps} AS line
+    FROM (SELECT rowid - CAST($firsts AS BIGINT[])[file] AS rn, * FROM staging)
+)"""
+MAX_CASE_GAPS = 64
+
+CSV_NUMBERED_SQL = (
+    GAPS_SQL
+    + """,
 numbered AS (
     SELECT s.*, CAST($offsets AS BIGINT[])[s.file] + s.rn + 1 + coalesce(gaps.k, 0) AS line
     FROM (SELECT rowid - CAST($firsts AS BIGINT[])[file] AS rn, * FROM staging) s
     ASOF LEFT JOIN gaps ON s.file = gaps.file AND s.rn >= gaps.rows_before
 )"""
+)
 
-# A Parquet row's line is its 1-based row number, after the rows of the files before it.
+# A Parquet row's line is its 1-based row number, after the rows of the files before it;
+# every column is read as text, straight from the files.
 PARQUET_NUMBERED_SQL = """
+read AS (
+    SELECT list_position($paths, filename) AS file, file_row_number, {casts}
+    FROM read_parquet($paths, filename = true, file_row_number = true) AS t({columns})
+),
 numbered AS (
-    SELECT *, CAST($offsets AS BIGINT[])[file] + local_line AS line FROM staging
+    SELECT *, CAST($offsets AS BIGINT[])[file] + file_row_number + 1 AS line FROM read
 )"""
 
 # The rows of a delta, typed and checked.
@@ -386,7 +410,7 @@ VALIDATE_SQL = """
 CREATE TEMP TABLE checked AS
 WITH {numbered},
 fields AS (
-    SELECT line, {raw_sql} AS raw,
+    SELECT *,
            nullif(trim({user}), '') AS user_id,
            nullif(trim({item}), '') AS item_id,
            nullif(trim({rating}), '') AS rating_raw,
@@ -411,9 +435,9 @@ judged AS (
         END AS reason
     FROM typed
 )
--- The row as text is only needed for the rejects, so only they keep it.
+-- The row as text is only needed for the rejects, so only they build it.
 SELECT line, user_id, item_id, rating, ts, reason,
-       CASE WHEN reason IS NOT NULL THEN raw END AS raw
+       CASE WHEN reason IS NOT NULL THEN {raw_sql} END AS raw
 FROM judged
 """
 
@@ -442,13 +466,6 @@ CREATE TEMP TABLE incr_load_errors (
     file INTEGER, line BIGINT, column_idx BIGINT, error_type VARCHAR, csv_line VARCHAR,
     error_message VARCHAR
 )
-"""
-
-# Every column of every Parquet file as text, with its file and 1-based row number.
-STAGE_PARQUET_SQL = """
-CREATE TEMP TABLE staging AS
-SELECT list_position($paths, filename) AS file, file_row_number + 1 AS local_line, {casts}
-FROM read_parquet($paths, filename = true, file_row_number = true) AS t({columns})
 """
 
 # One reject per line DuckDB could not split; a line has one record per missing column.
@@ -499,15 +516,45 @@ class _Delta:
         )
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """What staging the rows of delimited files found, before their lines are known.
+
+    ``firsts`` holds each file's first rowid in ``staging``, ``leading`` the empty lines
+    skipped before each file's first line, and ``ordered`` whether the staged rows follow
+    the files' order, so that their order is the lines' order.
+    """
+
+    firsts: list[int]
+    leading: list[int]
+    ordered: bool
+
+
 def _load(
-    con: duckdb.DuckDBPyConnection, delta: _Delta, config: IngestConfig, ingest_time: str
-) -> None:
-    """Stage the files' rows as text, then type and check every row in SQL."""
-    _drop_load_tables(con)
+    con: duckdb.DuckDBPyConnection,
+    delta: _Delta,
+    config: IngestConfig,
+    ingest_time: str,
+    staged: _Staged | None,
+) -> bool:
+    """Type and check every staged row (every Parquet row) in SQL, into ``checked``.
+
+    Returns whether ``checked`` holds the rows in the order of their lines.
+    """
     layout = delta.layout
     with _utc_session(con):
-        # NOTE: a Parquet time with a zone turns into text in the session's zone: UTC.
-        params = _stage_parquet(con, delta) if delta.parquet else _stage_csv(con, delta, config)
+        params: dict[str, object] = {"paths": delta.paths}
+        if staged is None:
+            columns = [f"c{i}" for i in range(layout.n_columns)]
+            numbered = PARQUET_NUMBERED_SQL.format(
+                columns=", ".join(columns),
+                casts=", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in columns),
+            )
+            # NOTE: a Parquet time with a zone turns into text in the session's zone: UTC.
+            con.execute(NO_LOAD_ERRORS_SQL)
+            ordered = len(delta.paths) == 1
+        else:
+            numbered, ordered = _numbered_csv(con, delta, staged, params)
 
         def col(field: str) -> str:
             position = layout.positions[field]
@@ -539,7 +586,7 @@ def _load(
             raw_cols = ", ".join(f"coalesce(c{i}, '')" for i in range(layout.n_columns))
             raw_sql = f"concat_ws($delim, {raw_cols})"
         sql = VALIDATE_SQL.format(
-            numbered=PARQUET_NUMBERED_SQL if delta.parquet else CSV_NUMBERED_SQL,
+            numbered=numbered,
             ts_sql=ts_sql,
             raw_sql=raw_sql,
             user=col("user"),
@@ -547,14 +594,63 @@ def _load(
             rating=col("rating"),
             ts=timestamp,
         )
-        con.execute(sql, params)
+        # Only the parameters the statement names may be bound.
+        params = {key: value for key, value in params.items() if f"${key}" in sql}
+        try:
+            con.execute(sql, params)
+        except duckdb.Error as exc:
+            if not delta.parquet:
+                raise
+            raise BadInput(
+                delta.source.given, f"cannot be read as Parquet: {_first_line(exc)}"
+            ) from exc
+    return ordered
+
+
+def _numbered_csv(
+    con: duckdb.DuckDBPyConnection, delta: _Delta, staged: _Staged, params: dict[str, object]
+) -> tuple[str, bool]:
+    """The SQL numbering the staged rows, and whether it keeps their order.
+
+    Adds the parameters it needs to ``params``.
+    """
+    skipped_files: list[int] = []
+    skipped: list[int] = []
+    for index, (scan, leading) in enumerate(zip(delta.scans, staged.leading, strict=True), 1):
+        lines = list(scan.empty_lines)
+        if delta.layout.header:
+            lines.append(leading + 1)
+        skipped_files += [index] * len(lines)
+        skipped += lines
+    params |= {
+        "firsts": staged.firsts,
+        "skipped_files": skipped_files,
+        "skipped": skipped,
+        "offsets": delta.offsets,
+    }
+    gaps = con.execute(
+        GAPS_LIST_SQL, {k: params[k] for k in ("skipped_files", "skipped")}
+    ).fetchall()
+    if len(gaps) > MAX_CASE_GAPS:
+        return CSV_NUMBERED_SQL, False
+    # The largest gap at or before a row's position decides its line: the latest first.
+    whens = []
+    for i, (file, rows_before, k) in enumerate(sorted(gaps, key=lambda g: (g[0], -g[1]))):
+        params |= {f"gf{i}": file, f"gr{i}": rows_before, f"gk{i}": k}
+        whens.append(f"WHEN file = $gf{i} AND rn >= $gr{i} THEN $gk{i}")
+    case = f"CASE {' '.join(whens)} ELSE 0 END" if whens else "0"
+    return CSV_NUMBERED_FEW_GAPS_SQL.format(gaps=case), staged.ordered
 
 
 def _stage_csv(
-    con: duckdb.DuckDBPyConnection, delta: _Delta, config: IngestConfig
-) -> dict[str, object]:
-    """Read the delimited files into ``staging``; the parameters their numbering needs."""
-    layout = delta.layout
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    layout: Layout,
+    config: IngestConfig,
+    leading: list[int],
+) -> _Staged:
+    """Read the delimited files into ``staging``, every field as text."""
+    paths = [str(file) for file in source.files]
     names = {f"c{i}": "VARCHAR" for i in range(layout.n_columns)}
     con.execute(
         "CREATE TEMP TABLE staging (file INTEGER, "
@@ -564,61 +660,37 @@ def _stage_csv(
     # One read_csv over each list of files read alike. NOTE: DuckDB would take an empty
     # first line for the header, so leading empty lines are skipped (its line numbers
     # still count them), and the number skipped is one setting for all files of a read.
+    keys = [(fmt.gzip, n) for fmt, n in zip(source.formats, leading, strict=True)]
     groups: dict[tuple[bool, int], list[str]] = {}
-    for path, fmt, scan in zip(delta.paths, delta.source.formats, delta.scans, strict=True):
-        groups.setdefault((fmt.gzip, scan.leading_empty_lines), []).append(path)
-    for (gzipped, leading), files in groups.items():
+    for path, key in zip(paths, keys, strict=True):
+        groups.setdefault(key, []).append(path)
+    for (gzipped, skip), files in groups.items():
         try:
             con.execute(
                 STAGE_CSV_SQL.format(columns=", ".join(names)),
                 {
-                    "paths": delta.paths,
+                    "paths": paths,
                     "files": files,
                     "delim": layout.delimiter,
                     "header": layout.header,
                     "columns": names,
-                    "skip": leading,
+                    "skip": skip,
                     "encoding": config.encoding,
                     "compression": "gzip" if gzipped else "none",
                 },
             )
         except duckdb.Error as exc:
-            where = delta.source.given if len(files) == len(delta.paths) else files[0]
+            where = source.given if len(files) == len(paths) else files[0]
             raise BadInput(where, f"cannot be read as delimited text: {_first_line(exc)}") from exc
-    con.execute(LOAD_ERRORS_SQL, {"paths": delta.paths})
+    con.execute(LOAD_ERRORS_SQL, {"paths": paths})
 
     # Each file's rows are staged together and in order, from its first rowid on.
-    firsts = [0] * len(delta.paths)
+    firsts = [0] * len(paths)
     for file, first in con.execute("SELECT file, min(rowid) FROM staging GROUP BY file").fetchall():
         firsts[file - 1] = first
-    skipped_files: list[int] = []
-    skipped: list[int] = []
-    for index, scan in enumerate(delta.scans, start=1):
-        lines = list(scan.empty_lines)
-        if layout.header:
-            lines.append(scan.leading_empty_lines + 1)
-        skipped_files += [index] * len(lines)
-        skipped += lines
-    return {"firsts": firsts, "skipped_files": skipped_files, "skipped": skipped}
-
-
-def _stage_parquet(con: duckdb.DuckDBPyConnection, delta: _Delta) -> dict[str, object]:
-    """Read the Parquet files into ``staging``, every value as text."""
-    columns = [f"c{i}" for i in range(delta.layout.n_columns)]
-    try:
-        con.execute(
-            STAGE_PARQUET_SQL.format(
-                columns=", ".join(columns),
-                casts=", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in columns),
-            ),
-            {"paths": delta.paths},
-        )
-    except duckdb.Error as exc:
-        raise BadInput(
-            delta.source.given, f"cannot be read as Parquet: {_first_line(exc)}"
-        ) from exc
-    con.execute(NO_LOAD_ERRORS_SQL)
-    return {}
+    # The files were staged group by group: in their own order unless a group recurs.
+    ordered = all(key == keys[i - 1] or key not in keys[:i] for i, key in enumerate(keys) if i)
+    return _Staged(firsts, leading, ordered)
 
 
 def _hint(reason: str | None) -> str:
@@ -789,27 +861,51 @@ def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileR
     files = [str(file) for file in source.files]
     formats = ",".join(sorted({fmt.name for fmt in source.formats}))
     pairs = list(zip(source.files, source.formats, strict=True))
-    scans = [scan_file(file, fmt=fmt) for file, fmt in pairs]
+    con = catalog.con
+    _drop_load_tables(con)
+
+    # The pass over every byte (hash, lines) runs in a thread while DuckDB reads the rows:
+    # both release the GIL for most of their work. Its findings are checked first, as if
+    # it had run first: a file already held is skipped whatever else is wrong with it.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        scanning = pool.submit(lambda: [scan_file(file, fmt=fmt) for file, fmt in pairs])
+        early: BaseException | None = None
+        staged: _Staged | None = None
+        try:
+            layouts = [detect_layout(file, config, fmt) for file, fmt in pairs]
+            layout = _same_layout(source, layouts)
+            if source.format.kind == "parquet":
+                counts = _parquet_rows(con, source)
+            else:
+                leading = [leading_empty_lines(file, fmt) for file, fmt in pairs]
+                staged = _stage_csv(con, source, layout, config, leading)
+        except Exception as exc:  # noqa: BLE001 - raised below, after the scan's own errors
+            early = exc
+        scans = scanning.result()
     held = _held_by(catalog, scans)
     if all(version is not None for version in held):
+        _drop_load_tables(con)
         names = ", ".join(f"v{v}" for v in sorted({v for v in held if v is not None}))
         return FileResult(
             str(path), None, 0, 0, 0, {}, f"is already held by {names}", files, formats
         )
     if source.grouped:
         _check_files(source, scans, held)
+    if early is not None:
+        raise early
 
-    layouts = [detect_layout(file, config, fmt) for file, fmt in pairs]
-    layout = _same_layout(source, layouts)
-    con = catalog.con
-    if source.format.kind == "parquet":
-        counts = _parquet_rows(con, source)
-    else:
+    if staged is not None:
         counts = [scan.lines for scan in scans]
+        # NOTE: the head alone told how many empty lines lead each file; the full scan
+        # must agree, or the rows are staged again with its counts.
+        leading = [scan.leading_empty_lines for scan in scans]
+        if leading != staged.leading:
+            _drop_load_tables(con)
+            staged = _stage_csv(con, source, layout, config, leading)
     offsets = [sum(counts[:i]) for i in range(len(counts))]
     delta = _Delta(source, scans, layout, offsets, counts)
     ingest_time = now()
-    _load(con, delta, config, ingest_time.isoformat())
+    ordered = _load(con, delta, config, ingest_time.isoformat(), staged)
 
     malformed = catalog.one("SELECT count(DISTINCT (file, line)) FROM incr_load_errors")
     valid = catalog.one("SELECT count(*) FROM checked WHERE reason IS NULL")
@@ -848,9 +944,11 @@ def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileR
         raise BadInput(path, f"no row passed validation ({read} read; e.g. {top}); {_hint(top)}")
 
     version = catalog.next_version()
+    # Rows are stored in the order of their lines; sorting them is needed only when
+    # checking them did not keep that order.
     con.execute(
         "INSERT INTO ratings_raw SELECT ?, line, user_id, item_id, rating, ts "
-        "FROM checked WHERE reason IS NULL ORDER BY line",
+        "FROM checked WHERE reason IS NULL" + ("" if ordered else " ORDER BY line"),
         [version],
     )
     con.execute(

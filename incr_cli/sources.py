@@ -287,6 +287,38 @@ def open_text(path: Path, fmt: FileFormat) -> BinaryIO:
     return path.open("rb")
 
 
+# Empty lines (LF or CRLF) at the very start of a text, after any byte order mark.
+_LEADING_EMPTY_LINES = re.compile(rb"(?:\r?\n)*")
+
+
+def leading_empty_lines(path: Path, fmt: FileFormat = CSV) -> int:
+    """How many empty lines come before a text's first line that holds anything.
+
+    The same count as :attr:`FileScan.leading_empty_lines`, from the file's first bytes
+    only, so that it is known before the whole file has been scanned.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "f.csv"
+    ...     _ = path.write_bytes(b"\\xef\\xbb\\xbf\\n\\r\\nu,i,r\\n\\n1,2,3\\n")
+    ...     leading_empty_lines(path)
+    2
+    """
+    head = b""
+    with open_text(path, fmt) as handle:
+        while True:
+            chunk = handle.read(SNIFF_BYTES)
+            head += chunk
+            text = head.removeprefix(UTF8_BOM)
+            match = _LEADING_EMPTY_LINES.match(text)
+            assert match is not None  # the pattern matches the empty string
+            # A run that reaches the end of what was read may go on (or end in a '\r').
+            if not chunk or match.end() < len(text) - 1:
+                return match.group().count(b"\n")
+
+
 class _LineCounter:
     """Counts lines and finds the empty ones in text fed to it in pieces of any size.
 
