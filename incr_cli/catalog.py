@@ -235,6 +235,8 @@ def _apply_runtime(con: duckdb.DuckDBPyConnection, config: Config) -> None:
         con.execute("SET memory_limit = ?", [runtime.memory_limit])
     if runtime.threads:
         con.execute("SET threads = ?", [runtime.threads])
+    if runtime.temp_directory:
+        con.execute("SET temp_directory = ?", [runtime.temp_directory])
 
 
 def _create(con: duckdb.DuckDBPyConnection) -> None:

@@ -192,12 +192,27 @@ class RuntimeConfig(_Section):
     wait_seconds: Number = Field(10.0, ge=0)
     memory_limit: str | None = None
     threads: StrictInt | None = Field(None, ge=1)
+    # Where DuckDB spills what does not fit in memory_limit; None: beside the catalog.
+    temp_directory: str | None = None
 
     @field_validator("memory_limit")
     @classmethod
     def _memory_size(cls, value: str | None) -> str | None:
         if value is not None and not MEMORY_SIZE.fullmatch(value.strip()):
             raise ValueError("must be a size such as '2GB', '512MB' or '1GiB'")
+        return value
+
+    @field_validator("temp_directory")
+    @classmethod
+    def _folder(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("must be a folder's path, or null for the catalog's own")
+        # NOTE: a missing folder is fine (DuckDB creates it when it first spills), but
+        # a file in its place would only fail deep inside a large query.
+        if Path(value).exists() and not Path(value).is_dir():
+            raise ValueError("names a file, not a folder")
         return value
 
 
