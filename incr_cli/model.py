@@ -21,6 +21,8 @@ from numba import njit
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .topk import top_k_rows as _top_k_rows
+
 __all__ = ["BiasedMF", "EpochHook"]
 
 #: Called after every SGD pass with the stage ("fit", "fold-in users", "fold-in items",
@@ -786,6 +788,28 @@ class BiasedMF(RegressorMixin, BaseEstimator):
             out_items[start:stop, :kept] = chunk_items
             out_scores[start:stop, :kept] = best_scores
         return out_items, out_scores
+
+    def top_k_rows(
+        self, user_rows: np.ndarray, k: int, seen_indptr: np.ndarray, seen_items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``top_k`` for many users at once, in rows rather than ids; see ``incr_cli.topk``.
+
+        Equal scores are ordered by item row. ``user_rows`` holds -1 for an unknown user;
+        each user's excluded item rows are ``seen_items[seen_indptr[j]:seen_indptr[j + 1]]``.
+        Returns item rows (-1 where fewer than ``k`` are left) and their float64 scores.
+        """
+        check_is_fitted(self)
+        return _top_k_rows(
+            self.global_mean_,
+            self.user_bias_,
+            self.user_factors_,
+            self.item_bias_,
+            self.item_factors_,
+            np.asarray(user_rows, dtype=np.int64),
+            int(k),
+            seen_indptr,
+            seen_items,
+        )
 
     def _mask_excluded(
         self,

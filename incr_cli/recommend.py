@@ -42,8 +42,10 @@ SOURCES = ("model", "most_popular")
 #: Output formats of ``recommend_all``, chosen by the file's extension.
 FORMATS = {".csv": "csv", ".parquet": "parquet"}
 
-# Users scored at once by recommend_all: bounds memory to CHUNK_USERS * n_items scores.
-CHUNK_USERS = 2048
+# Users whose seen items are read in one query and whose rows are written at once by
+# recommend_all: each chunk costs one scan of the ratings, and memory holds its rows
+# (CHUNK_USERS * k) and seen items; the model scores it in smaller batches (see topk).
+CHUNK_USERS = 32_768
 
 # Every user on the lineage, in a stable order.
 USERS_SQL = """
@@ -56,6 +58,17 @@ SEEN_SQL = """
 SELECT user_id, list(DISTINCT item_id) AS items FROM ratings_clean
 WHERE list_contains($lineage, version) AND list_contains($users, user_id)
 GROUP BY user_id
+"""
+
+# The same, as rows of the model's items for positions in a chunk of users, so that no
+# item id passes through Python: the chunk's users and the model's items are registered
+# with the connection as ``chunk_users`` and ``model_items``.
+SEEN_ROWS_SQL = """
+SELECT c.position, m.item_row FROM ratings_clean r
+JOIN chunk_users c ON r.user_id = c.user_id
+JOIN model_items m ON r.item_id = m.item_id
+WHERE list_contains($lineage, r.version)
+ORDER BY c.position
 """
 
 # The fallback's ranking: items of the model's data by number of ratings, ties by id.
@@ -168,54 +181,79 @@ class _Lister:
         # the items a user already bought stay candidates.
         config = catalog.config
         self.exclude_seen = not is_implicit(config) or config.evaluate.exclude_seen
+        self._items_registered = False
 
     def seen(self, users: Sequence[str]) -> dict[Hashable, set[Hashable]]:
         found = self.catalog.rows(SEEN_SQL, {"lineage": self.lineage, "users": list(users)})
         return {user: set(items) for user, items in found}
 
+    def seen_rows(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What each user has rated, as model item rows in compressed rows (indptr, rows)."""
+        con = self.catalog.con
+        if not self._items_registered:
+            items = self.model.item_ids_
+            con.register("model_items", {"item_id": items, "item_row": np.arange(items.size)})
+            self._items_registered = True
+        con.register("chunk_users", {"user_id": users, "position": np.arange(users.size)})
+        try:
+            found = con.execute(SEEN_ROWS_SQL, {"lineage": self.lineage}).fetchnumpy()
+        finally:
+            con.unregister("chunk_users")
+        positions = np.asarray(found["position"], dtype=np.int64)
+        indptr = np.searchsorted(positions, np.arange(users.size + 1))
+        return indptr, np.asarray(found["item_row"], dtype=np.int64)
+
     def rows(self, users: Sequence[str]) -> dict[str, np.ndarray]:
         """The rows of these users' lists as columns, users in the order given."""
-        seen = self.seen(users) if self.exclude_seen else {}
-        known = np.fromiter((u in self.model.user_index_ for u in users), bool, len(users))
         ids = np.asarray(users, dtype=object)
-        parts = []
+        index = self.model.user_index_
+        user_rows = np.fromiter((index.get(u, -1) for u in users), np.int64, ids.size)
+        known = user_rows >= 0
+        items = np.full((ids.size, self.k), None, dtype=object)
+        scores = np.full((ids.size, self.k), -np.inf)
 
-        # Known users: one vectorised top-k over the chunk; None marks a short list.
-        if known.any():
-            items, scores = self.model.top_k(ids[known], self.k, exclude=seen or None)
-            parts.append(_columns(ids[known], items, scores, "model"))
+        # Known users: the model's lists, a batch of users per matrix product.
+        if known.any() and hasattr(self.model, "top_k_rows"):
+            if self.exclude_seen:
+                indptr, seen = self.seen_rows(ids[known])
+            else:
+                indptr, seen = np.zeros(int(known.sum()) + 1, np.int64), np.zeros(0, np.int64)
+            rows, best = self.model.top_k_rows(user_rows[known], self.k, indptr, seen)
+            listed = self.model.item_ids_[rows]
+            listed[rows < 0] = None
+            items[known], scores[known] = listed, best
+        elif known.any():
+            # A model without top_k_rows (implicit feedback) takes the seen items by id.
+            seen_ids = self.seen(ids[known].tolist()) if self.exclude_seen else {}
+            items[known], scores[known] = self.model.top_k(
+                ids[known], self.k, exclude=seen_ids or None
+            )
 
         # Unknown users: the popular items they have not rated, scored by rating count.
         if not known.all():
-            lists = fixed_order_lists(self.popular, ids[~known].tolist(), seen, self.k)
-            items = np.full((len(lists), self.k), None, dtype=object)
-            scores = np.full((len(lists), self.k), -np.inf)
-            for row, picks in enumerate(lists):
+            strangers = ids[~known].tolist()
+            seen_ids = self.seen(strangers) if self.exclude_seen else {}
+            lists = fixed_order_lists(self.popular, strangers, seen_ids, self.k)
+            for row, picks in zip(np.flatnonzero(~known), lists, strict=True):
                 items[row, : len(picks)] = picks
                 scores[row, : len(picks)] = [self.popularity[item] for item in picks]
-            parts.append(_columns(ids[~known], items, scores, "most_popular"))
 
-        columns = {name: np.concatenate([part[name] for part in parts]) for name in _COLUMNS}
-        # Back to the order given: a stable sort on each user's position in the chunk.
-        position = {user: n for n, user in enumerate(users)}
-        order = np.argsort(
-            np.fromiter((position[u] for u in columns["user_id"]), np.int64), kind="stable"
-        )
-        return {name: values[order] for name, values in columns.items()}
+        source = np.where(known, "model", "most_popular").astype(object)
+        return _columns(ids, items, scores, source)
 
 
 def _columns(
-    users: np.ndarray, items: np.ndarray, scores: np.ndarray, source: str
+    users: np.ndarray, items: np.ndarray, scores: np.ndarray, source: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Flatten (users, k) arrays of items and scores into rows, dropping empty places."""
-    filled = items != None  # noqa: E711 - elementwise over an object array
+    filled = (items != None).ravel()  # noqa: E711 - elementwise over an object array
     n_users, k = items.shape
     return {
-        "user_id": np.repeat(users, k)[filled.ravel()],
-        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n_users)[filled.ravel()],
-        "item_id": items[filled],
-        "score": scores[filled].astype(np.float64),
-        "source": np.full(int(filled.sum()), source, dtype=object),
+        "user_id": np.repeat(users, k)[filled],
+        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n_users)[filled],
+        "item_id": items.ravel()[filled],
+        "score": scores.ravel()[filled].astype(np.float64),
+        "source": np.repeat(source, k)[filled],
     }
 
 

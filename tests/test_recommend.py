@@ -15,7 +15,7 @@ import pytest
 from incr_cli.catalog import Invocation, open_catalog
 from incr_cli.cli import main
 from incr_cli.config import Config
-from incr_cli.recommend import recommend_all
+from incr_cli.recommend import recommend_all, recommend_user
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = sorted((ROOT / "sample_data").glob("delta-*.csv"))
@@ -263,3 +263,24 @@ def test_a_tampered_model_file_is_never_loaded(capsys, catalog, tmp_path):
     assert not target.exists()
     # The serving model of v2 is intact and still answers.
     _run(capsys, catalog, "recommend", "--user", "1")
+
+
+def test_every_users_file_holds_what_each_user_is_told_alone(trained, tmp_path):
+    # The model of v1 does not know the users new in v2: they take the fallback path.
+    target = tmp_path / "v1.csv"
+    with open_catalog(trained, Config(), Invocation("test"), write=False) as catalog:
+        recommend_all(catalog, target, k=8, model_version=1, chunk_users=97)
+        rows = _read_csv(target)
+        users = sorted({row["user_id"] for row in rows})
+        sources = {row["user_id"]: row["source"] for row in rows}
+        sample = [u for u in users if sources[u] == "model"][:15]
+        sample += [u for u in users if sources[u] == "most_popular"][:5]
+        alone = {u: recommend_user(catalog, u, k=8, model_version=1) for u in sample}
+
+    assert {alone[u].source for u in sample} == {"model", "most_popular"}
+    for user in sample:
+        listed = [(r["rank"], r["item_id"], r["source"]) for r in rows if r["user_id"] == user]
+        told = alone[user]
+        assert listed == [(str(i.rank), i.item_id, told.source) for i in told.items]
+        scores = [float(r["score"]) for r in rows if r["user_id"] == user]
+        assert scores == [i.score for i in told.items]
