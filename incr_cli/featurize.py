@@ -8,6 +8,7 @@ older deltas are never read again; the result equals a computation over all data
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -23,8 +24,9 @@ ENTITIES = {"user": ("user_features", "user_id"), "item": ("item_features", "ite
 # Two sets of totals (a: before, b: the delta) merge exactly (Chan et al., 1979):
 #   n = na + nb,  d = mean_b - mean_a,  mean = mean_a + d * nb / n,
 #   m2 = m2_a + m2_b + d^2 * na * nb / n
+# The merged rows go to a temporary table first, which also tells which ids are new.
 MERGE_SQL = """
-INSERT INTO {table}
+CREATE OR REPLACE TEMP TABLE merged AS
 WITH delta AS (
     SELECT {key} AS id, count(*) AS n, avg(rating) AS mean,
            coalesce(var_pop(rating) * count(*), 0) AS m2,
@@ -44,7 +46,8 @@ SELECT $version, d.id,
        CASE WHEN b.n IS NULL THEN d.m2
             ELSE b.m2 + d.m2 + (d.mean - b.mean) ^ 2 * b.n * d.n / (b.n + d.n) END,
        least(coalesce(b.first_ts, d.first_ts), d.first_ts),
-       greatest(coalesce(b.last_ts, d.last_ts), d.last_ts)
+       greatest(coalesce(b.last_ts, d.last_ts), d.last_ts),
+       b.n IS NULL AS new
 FROM delta d LEFT JOIN before b ON b.{key} = d.id
 """
 
@@ -107,23 +110,39 @@ def featurize_pending(
 def _featurize_one(catalog: Catalog, version: int) -> FeaturizeResult:
     started = time.perf_counter()
     lineage = catalog.lineage(version)
+    parent = _recorded_counts(catalog, lineage[-2]) if len(lineage) > 1 else {}
     counts = {}
     for entity, (table, key) in ENTITIES.items():
         catalog.con.execute(
             MERGE_SQL.format(table=table, key=key),
             {"version": version, "ancestors": lineage[:-1]},
         )
-        counts[f"{entity}s_updated"] = catalog.one(
-            f"SELECT count(*) FROM {table} WHERE version = ?", [version]
-        )
-        counts[f"{entity}s_total"] = catalog.one(
-            f"SELECT count(DISTINCT {key}) FROM {table} WHERE list_contains(?, version)",
-            [lineage],
-        )
+        catalog.con.execute(f"INSERT INTO {table} SELECT * EXCLUDE (new) FROM merged")
+        updated, new = catalog.rows("SELECT count(*), count(*) FILTER (new) FROM merged")[0]
+        catalog.con.execute("DROP TABLE merged")
+        counts[f"{entity}s_updated"] = updated
+        # The total as of the parent plus the ids new in this delta; counted afresh only
+        # when the parent's count was not recorded.
+        total = parent.get(f"{entity}s_total")
+        if isinstance(total, int) and len(lineage) > 1:
+            counts[f"{entity}s_total"] = total + new
+        else:
+            counts[f"{entity}s_total"] = catalog.one(
+                f"SELECT count(DISTINCT {key}) FROM {table} WHERE list_contains(?, version)",
+                [lineage],
+            )
     seconds = time.perf_counter() - started
     catalog.record_stage(version, "featurize", seconds, counts)
     log.debug("featurized v%d in %.3f s", version, seconds)
     return FeaturizeResult(version, **counts)
+
+
+def _recorded_counts(catalog: Catalog, version: int) -> dict[str, object]:
+    """The counts a version's featurize stage recorded, or nothing."""
+    details = catalog.one(
+        "SELECT details FROM stages WHERE version = ? AND stage = 'featurize'", [version]
+    )
+    return json.loads(details) if details else {}
 
 
 def features_as_of(catalog: Catalog, entity: str, version: int) -> list[tuple]:
