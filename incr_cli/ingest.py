@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -81,7 +82,7 @@ ALIASES = {
 SNIFF_LINES = 50
 
 # Temporary tables of one load, in the catalog's connection.
-LOAD_TABLES = ("staging", "checked", "incr_load_rejects", "incr_load_scans", "incr_load_errors")
+LOAD_TABLES = ("staging", "incr_load_rejects", "incr_load_scans", "incr_load_errors")
 
 # What each kind of row DuckDB could not split is reported as; {n} is the expected count.
 SPLIT_ERRORS = {
@@ -394,28 +395,41 @@ numbered AS (
 )"""
 )
 
-# A Parquet row's line is its 1-based row number, after the rows of the files before it;
-# every column is read as text, straight from the files.
+# Parquet rows are staged with their lines.
 PARQUET_NUMBERED_SQL = """
-read AS (
-    SELECT list_position($paths, filename) AS file, file_row_number, {casts}
-    FROM read_parquet($paths, filename = true, file_row_number = true) AS t({columns})
-),
-numbered AS (
-    SELECT *, CAST($offsets AS BIGINT[])[file] + file_row_number + 1 AS line FROM read
-)"""
+numbered AS (SELECT * FROM staging)"""
 
-# The rows of a delta, typed and checked.
-VALIDATE_SQL = """
-CREATE TEMP TABLE checked AS
-WITH {numbered},
-fields AS (
+# A Parquet row's line is its 1-based row number, after the rows of the files before it;
+# every column is read as text.
+PARQUET_READ_SQL = """
+SELECT list_position($paths, filename) AS file,
+       CAST($offsets AS BIGINT[])[list_position($paths, filename)] + file_row_number + 1
+           AS line,
+       {casts}
+FROM read_parquet($paths, filename = true, file_row_number = true) AS t({columns})
+"""
+
+# One group of delimited files read alike, every field as text; `file` is each row's
+# place in the delta's list of files (1-based), the order of rows within a file is kept.
+CSV_READ_SQL = """
+SELECT list_position($paths, filename) AS file, {columns} FROM read_csv(
+    $files, delim = $delim, header = $header, columns = $columns, skip = $skip,
+    quote = '"', escape = '"', auto_detect = false, encoding = $encoding,
+    compression = $compression, filename = true,
+    store_rejects = true, rejects_table = 'incr_load_rejects',
+    rejects_scan = 'incr_load_scans')
+"""
+
+# The rows of a read ({source}, whose columns c0, c1, ... are text), typed and checked as
+# they are staged; {keep} names the read's columns that the staged rows keep.
+JUDGE_SQL = """
+WITH fields AS (
     SELECT *,
            nullif(trim({user}), '') AS user_id,
            nullif(trim({item}), '') AS item_id,
            nullif(trim({rating}), '') AS rating_raw,
            nullif(trim({ts}), '') AS ts_raw
-    FROM numbered
+    FROM ({source})
 ),
 typed AS (
     SELECT *, TRY_CAST(rating_raw AS DOUBLE) AS rating, {ts_sql} AS ts FROM fields
@@ -436,21 +450,16 @@ judged AS (
     FROM typed
 )
 -- The row as text is only needed for the rejects, so only they build it.
-SELECT line, user_id, item_id, rating, ts, reason,
+SELECT {keep}, user_id, item_id, rating, ts, reason,
        CASE WHEN reason IS NOT NULL THEN {raw_sql} END AS raw
 FROM judged
 """
 
-# The staged text of one group of delimited files read alike; `file` is each row's place
-# in the delta's list of files (1-based), the order of rows within a file is kept.
-STAGE_CSV_SQL = """
-INSERT INTO staging
-SELECT list_position($paths, filename), {columns} FROM read_csv(
-    $files, delim = $delim, header = $header, columns = $columns, skip = $skip,
-    quote = '"', escape = '"', auto_detect = false, encoding = $encoding,
-    compression = $compression, filename = true,
-    store_rejects = true, rejects_table = 'incr_load_rejects',
-    rejects_scan = 'incr_load_scans')
+CSV_STAGING_SQL = """
+CREATE TEMP TABLE staging (
+    file INTEGER, user_id VARCHAR, item_id VARCHAR, rating DOUBLE, ts TIMESTAMP,
+    reason VARCHAR, raw VARCHAR
+)
 """
 
 # The lines DuckDB could not split, each with its file's place in the delta.
@@ -518,128 +527,69 @@ class _Delta:
 
 @dataclass(frozen=True)
 class _Staged:
-    """What staging the rows of delimited files found, before their lines are known.
+    """What staging the rows found, before their lines are known.
 
-    ``firsts`` holds each file's first rowid in ``staging``, ``leading`` the empty lines
-    skipped before each file's first line, and ``ordered`` whether the staged rows follow
-    the files' order, so that their order is the lines' order.
+    ``firsts`` holds each delimited file's first rowid in ``staging``, ``leading`` the
+    empty lines skipped before each one's first line, and ``ordered`` whether the staged
+    rows follow the files' order, so that their order is the lines' order. Parquet rows
+    are staged with their lines: ``parquet`` is then true and the rest empty.
     """
 
     firsts: list[int]
     leading: list[int]
     ordered: bool
+    parquet: bool = False
 
 
-def _load(
-    con: duckdb.DuckDBPyConnection,
-    delta: _Delta,
-    config: IngestConfig,
-    ingest_time: str,
-    staged: _Staged | None,
-) -> bool:
-    """Type and check every staged row (every Parquet row) in SQL, into ``checked``.
+def _judge_sql(
+    layout: Layout, config: IngestConfig, ingest_time: str, parquet: bool
+) -> tuple[str, dict[str, object]]:
+    """:data:`JUDGE_SQL` for a layout, its ``{source}`` and ``{keep}`` left to fill in."""
 
-    Returns whether ``checked`` holds the rows in the order of their lines.
-    """
-    layout = delta.layout
-    with _utc_session(con):
-        params: dict[str, object] = {"paths": delta.paths}
-        if staged is None:
-            columns = [f"c{i}" for i in range(layout.n_columns)]
-            numbered = PARQUET_NUMBERED_SQL.format(
-                columns=", ".join(columns),
-                casts=", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in columns),
-            )
-            # NOTE: a Parquet time with a zone turns into text in the session's zone: UTC.
-            con.execute(NO_LOAD_ERRORS_SQL)
-            ordered = len(delta.paths) == 1
-        else:
-            numbered, ordered = _numbered_csv(con, delta, staged, params)
+    def col(field: str) -> str:
+        position = layout.positions[field]
+        return "NULL" if position is None else f"c{position}"
 
-        def col(field: str) -> str:
-            position = layout.positions[field]
-            return "NULL" if position is None else f"c{position}"
-
-        timestamp = col("timestamp")
-        params |= {
-            "offsets": delta.offsets,
-            "rmin": config.rating_min,
-            "rmax": config.rating_max,
-            "range": f"[{config.rating_min:g}, {config.rating_max:g}]",
-        }
-        ts_sql = _timestamp_sql(config)
-        if "$fmt" in ts_sql:
-            params["fmt"] = config.timestamp_format
-        if timestamp == "NULL":
-            # NOTE: a file without a timestamp column gets the time it was ingested.
-            timestamp, ts_sql = "$ingest_time", "CAST(ts_raw AS TIMESTAMP)"
-            params["ingest_time"] = ingest_time
-        if delta.parquet:
-            # A Parquet row has no text of its own: its columns, named, as JSON.
-            pairs = []
-            for i, name in enumerate(layout.columns):
-                params[f"name{i}"] = name
-                pairs.append(f"$name{i}, c{i}")
-            raw_sql = f"CAST(json_object({', '.join(pairs)}) AS VARCHAR)"
-        else:
-            params["delim"] = layout.delimiter
-            raw_cols = ", ".join(f"coalesce(c{i}, '')" for i in range(layout.n_columns))
-            raw_sql = f"concat_ws($delim, {raw_cols})"
-        sql = VALIDATE_SQL.format(
-            numbered=numbered,
-            ts_sql=ts_sql,
-            raw_sql=raw_sql,
-            user=col("user"),
-            item=col("item"),
-            rating=col("rating"),
-            ts=timestamp,
-        )
-        # Only the parameters the statement names may be bound.
-        params = {key: value for key, value in params.items() if f"${key}" in sql}
-        try:
-            con.execute(sql, params)
-        except duckdb.Error as exc:
-            if not delta.parquet:
-                raise
-            raise BadInput(
-                delta.source.given, f"cannot be read as Parquet: {_first_line(exc)}"
-            ) from exc
-    return ordered
-
-
-def _numbered_csv(
-    con: duckdb.DuckDBPyConnection, delta: _Delta, staged: _Staged, params: dict[str, object]
-) -> tuple[str, bool]:
-    """The SQL numbering the staged rows, and whether it keeps their order.
-
-    Adds the parameters it needs to ``params``.
-    """
-    skipped_files: list[int] = []
-    skipped: list[int] = []
-    for index, (scan, leading) in enumerate(zip(delta.scans, staged.leading, strict=True), 1):
-        lines = list(scan.empty_lines)
-        if delta.layout.header:
-            lines.append(leading + 1)
-        skipped_files += [index] * len(lines)
-        skipped += lines
-    params |= {
-        "firsts": staged.firsts,
-        "skipped_files": skipped_files,
-        "skipped": skipped,
-        "offsets": delta.offsets,
+    timestamp = col("timestamp")
+    params: dict[str, object] = {
+        "rmin": config.rating_min,
+        "rmax": config.rating_max,
+        "range": f"[{config.rating_min:g}, {config.rating_max:g}]",
     }
-    gaps = con.execute(
-        GAPS_LIST_SQL, {k: params[k] for k in ("skipped_files", "skipped")}
-    ).fetchall()
-    if len(gaps) > MAX_CASE_GAPS:
-        return CSV_NUMBERED_SQL, False
-    # The largest gap at or before a row's position decides its line: the latest first.
-    whens = []
-    for i, (file, rows_before, k) in enumerate(sorted(gaps, key=lambda g: (g[0], -g[1]))):
-        params |= {f"gf{i}": file, f"gr{i}": rows_before, f"gk{i}": k}
-        whens.append(f"WHEN file = $gf{i} AND rn >= $gr{i} THEN $gk{i}")
-    case = f"CASE {' '.join(whens)} ELSE 0 END" if whens else "0"
-    return CSV_NUMBERED_FEW_GAPS_SQL.format(gaps=case), staged.ordered
+    ts_sql = _timestamp_sql(config)
+    if "$fmt" in ts_sql:
+        params["fmt"] = config.timestamp_format
+    if timestamp == "NULL":
+        # NOTE: a file without a timestamp column gets the time it was ingested.
+        timestamp, ts_sql = "$ingest_time", "CAST(ts_raw AS TIMESTAMP)"
+        params["ingest_time"] = ingest_time
+    if parquet:
+        # A Parquet row has no text of its own: its columns, named, as JSON.
+        pairs = []
+        for i, name in enumerate(layout.columns):
+            params[f"name{i}"] = name
+            pairs.append(f"$name{i}, c{i}")
+        raw_sql = f"CAST(json_object({', '.join(pairs)}) AS VARCHAR)"
+    else:
+        params["delim"] = layout.delimiter
+        raw_cols = ", ".join(f"coalesce(c{i}, '')" for i in range(layout.n_columns))
+        raw_sql = f"concat_ws($delim, {raw_cols})"
+    sql = JUDGE_SQL.format(
+        source="{source}",
+        keep="{keep}",
+        ts_sql=ts_sql,
+        raw_sql=raw_sql,
+        user=col("user"),
+        item=col("item"),
+        rating=col("rating"),
+        ts=timestamp,
+    )
+    return sql, params
+
+
+def _bound(sql: str, params: dict[str, object]) -> dict[str, object]:
+    """The parameters a statement names: DuckDB refuses to bind any other."""
+    return {key: value for key, value in params.items() if re.search(rf"\${key}\b", sql)}
 
 
 def _stage_csv(
@@ -648,15 +598,16 @@ def _stage_csv(
     layout: Layout,
     config: IngestConfig,
     leading: list[int],
+    ingest_time: str,
 ) -> _Staged:
-    """Read the delimited files into ``staging``, every field as text."""
+    """Read the delimited files into ``staging``, each row typed and judged."""
     paths = [str(file) for file in source.files]
     names = {f"c{i}": "VARCHAR" for i in range(layout.n_columns)}
-    con.execute(
-        "CREATE TEMP TABLE staging (file INTEGER, "
-        + ", ".join(f"{name} VARCHAR" for name in names)
-        + ")"
+    judge, params = _judge_sql(layout, config, ingest_time, parquet=False)
+    sql = "INSERT INTO staging " + judge.format(
+        source=CSV_READ_SQL.format(columns=", ".join(names)), keep="file"
     )
+    con.execute(CSV_STAGING_SQL)
     # One read_csv over each list of files read alike. NOTE: DuckDB would take an empty
     # first line for the header, so leading empty lines are skipped (its line numbers
     # still count them), and the number skipped is one setting for all files of a read.
@@ -664,24 +615,24 @@ def _stage_csv(
     groups: dict[tuple[bool, int], list[str]] = {}
     for path, key in zip(paths, keys, strict=True):
         groups.setdefault(key, []).append(path)
-    for (gzipped, skip), files in groups.items():
-        try:
-            con.execute(
-                STAGE_CSV_SQL.format(columns=", ".join(names)),
-                {
-                    "paths": paths,
-                    "files": files,
-                    "delim": layout.delimiter,
-                    "header": layout.header,
-                    "columns": names,
-                    "skip": skip,
-                    "encoding": config.encoding,
-                    "compression": "gzip" if gzipped else "none",
-                },
-            )
-        except duckdb.Error as exc:
-            where = source.given if len(files) == len(paths) else files[0]
-            raise BadInput(where, f"cannot be read as delimited text: {_first_line(exc)}") from exc
+    with _utc_session(con):
+        for (gzipped, skip), files in groups.items():
+            params |= {
+                "paths": paths,
+                "files": files,
+                "header": layout.header,
+                "columns": names,
+                "skip": skip,
+                "encoding": config.encoding,
+                "compression": "gzip" if gzipped else "none",
+            }
+            try:
+                con.execute(sql, _bound(sql, params))
+            except duckdb.Error as exc:
+                where = source.given if len(files) == len(paths) else files[0]
+                raise BadInput(
+                    where, f"cannot be read as delimited text: {_first_line(exc)}"
+                ) from exc
     con.execute(LOAD_ERRORS_SQL, {"paths": paths})
 
     # Each file's rows are staged together and in order, from its first rowid on.
@@ -691,6 +642,68 @@ def _stage_csv(
     # The files were staged group by group: in their own order unless a group recurs.
     ordered = all(key == keys[i - 1] or key not in keys[:i] for i, key in enumerate(keys) if i)
     return _Staged(firsts, leading, ordered)
+
+
+def _stage_parquet(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    layout: Layout,
+    config: IngestConfig,
+    offsets: list[int],
+    ingest_time: str,
+) -> _Staged:
+    """Read the Parquet files into ``staging``, each row typed, judged and numbered."""
+    columns = [f"c{i}" for i in range(layout.n_columns)]
+    judge, params = _judge_sql(layout, config, ingest_time, parquet=True)
+    read = PARQUET_READ_SQL.format(
+        columns=", ".join(columns),
+        casts=", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in columns),
+    )
+    sql = "CREATE TEMP TABLE staging AS " + judge.format(source=read, keep="file, line")
+    params |= {"paths": [str(file) for file in source.files], "offsets": offsets}
+    # NOTE: a Parquet time with a zone turns into text in the session's zone: UTC.
+    with _utc_session(con):
+        try:
+            con.execute(sql, _bound(sql, params))
+        except duckdb.Error as exc:
+            raise BadInput(source.given, f"cannot be read as Parquet: {_first_line(exc)}") from exc
+    con.execute(NO_LOAD_ERRORS_SQL)
+    return _Staged([], [], len(source.files) == 1, parquet=True)
+
+
+def _numbered(
+    con: duckdb.DuckDBPyConnection, delta: _Delta, staged: _Staged
+) -> tuple[str, dict[str, object], bool]:
+    """The CTE ``numbered``: the staged rows with their lines; its parameters; and
+    whether it keeps the rows in the order of their lines."""
+    if staged.parquet:
+        return PARQUET_NUMBERED_SQL, {}, staged.ordered
+    skipped_files: list[int] = []
+    skipped: list[int] = []
+    for index, (scan, leading) in enumerate(zip(delta.scans, staged.leading, strict=True), 1):
+        lines = list(scan.empty_lines)
+        if delta.layout.header:
+            lines.append(leading + 1)
+        skipped_files += [index] * len(lines)
+        skipped += lines
+    params: dict[str, object] = {
+        "firsts": staged.firsts,
+        "skipped_files": skipped_files,
+        "skipped": skipped,
+        "offsets": delta.offsets,
+    }
+    gaps = con.execute(
+        GAPS_LIST_SQL, {"skipped_files": skipped_files, "skipped": skipped}
+    ).fetchall()
+    if len(gaps) > MAX_CASE_GAPS:
+        return CSV_NUMBERED_SQL, params, False
+    # The largest gap at or before a row's position decides its line: the latest first.
+    whens = []
+    for i, (file, rows_before, k) in enumerate(sorted(gaps, key=lambda g: (g[0], -g[1]))):
+        params |= {f"gf{i}": file, f"gr{i}": rows_before, f"gk{i}": k}
+        whens.append(f"WHEN file = $gf{i} AND rn >= $gr{i} THEN $gk{i}")
+    case = f"CASE {' '.join(whens)} ELSE 0 END" if whens else "0"
+    return CSV_NUMBERED_FEW_GAPS_SQL.format(gaps=case), params, staged.ordered
 
 
 def _hint(reason: str | None) -> str:
@@ -863,6 +876,8 @@ def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileR
     pairs = list(zip(source.files, source.formats, strict=True))
     con = catalog.con
     _drop_load_tables(con)
+    ingest_time = now()
+    stamp = ingest_time.isoformat()
 
     # The pass over every byte (hash, lines) runs in a thread while DuckDB reads the rows:
     # both release the GIL for most of their work. Its findings are checked first, as if
@@ -876,9 +891,11 @@ def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileR
             layout = _same_layout(source, layouts)
             if source.format.kind == "parquet":
                 counts = _parquet_rows(con, source)
+                offsets = [sum(counts[:i]) for i in range(len(counts))]
+                staged = _stage_parquet(con, source, layout, config, offsets, stamp)
             else:
                 leading = [leading_empty_lines(file, fmt) for file, fmt in pairs]
-                staged = _stage_csv(con, source, layout, config, leading)
+                staged = _stage_csv(con, source, layout, config, leading, stamp)
         except Exception as exc:  # noqa: BLE001 - raised below, after the scan's own errors
             early = exc
         scans = scanning.result()
@@ -894,22 +911,22 @@ def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileR
     if early is not None:
         raise early
 
-    if staged is not None:
+    assert staged is not None
+    if not staged.parquet:
         counts = [scan.lines for scan in scans]
         # NOTE: the head alone told how many empty lines lead each file; the full scan
         # must agree, or the rows are staged again with its counts.
         leading = [scan.leading_empty_lines for scan in scans]
         if leading != staged.leading:
             _drop_load_tables(con)
-            staged = _stage_csv(con, source, layout, config, leading)
+            staged = _stage_csv(con, source, layout, config, leading, stamp)
     offsets = [sum(counts[:i]) for i in range(len(counts))]
     delta = _Delta(source, scans, layout, offsets, counts)
-    ingest_time = now()
-    ordered = _load(con, delta, config, ingest_time.isoformat(), staged)
+    numbered, numbering, ordered = _numbered(con, delta, staged)
 
     malformed = catalog.one("SELECT count(DISTINCT (file, line)) FROM incr_load_errors")
-    valid = catalog.one("SELECT count(*) FROM checked WHERE reason IS NULL")
-    invalid = catalog.one("SELECT count(*) FROM checked WHERE reason IS NOT NULL")
+    valid = catalog.one("SELECT count(*) FROM staging WHERE reason IS NULL")
+    invalid = catalog.one("SELECT count(*) FROM staging WHERE reason IS NOT NULL")
     read = valid + invalid + malformed
     expected = delta.expected_rows
     if read == 0 and expected > 0:
@@ -938,7 +955,7 @@ def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileR
         )
     if valid == 0:
         top = catalog.one(
-            "SELECT reason FROM checked WHERE reason IS NOT NULL GROUP BY reason "
+            "SELECT reason FROM staging WHERE reason IS NOT NULL GROUP BY reason "
             "ORDER BY count(*) DESC LIMIT 1"
         ) or catalog.one("SELECT first(error_message) FROM incr_load_errors")
         raise BadInput(path, f"no row passed validation ({read} read; e.g. {top}); {_hint(top)}")
@@ -946,15 +963,14 @@ def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileR
     version = catalog.next_version()
     # Rows are stored in the order of their lines; sorting them is needed only when
     # checking them did not keep that order.
-    con.execute(
-        "INSERT INTO ratings_raw SELECT ?, line, user_id, item_id, rating, ts "
-        "FROM checked WHERE reason IS NULL" + ("" if ordered else " ORDER BY line"),
-        [version],
-    )
-    con.execute(
-        "INSERT INTO rejects SELECT ?, line, reason, raw FROM checked WHERE reason IS NOT NULL",
-        [version],
-    )
+    numbering["version"] = version
+    for sql in (
+        f"INSERT INTO ratings_raw WITH {numbered} SELECT $version, line, user_id, item_id, "
+        "rating, ts FROM numbered WHERE reason IS NULL" + ("" if ordered else " ORDER BY line"),
+        f"INSERT INTO rejects WITH {numbered} "
+        "SELECT $version, line, reason, raw FROM numbered WHERE reason IS NOT NULL",
+    ):
+        con.execute(sql, _bound(sql, numbering))
     _insert_split_rejects(con, version, delta, config)
     # Reasons are counted without the bad value that follows their colon.
     reasons = dict(
