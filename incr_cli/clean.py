@@ -134,7 +134,7 @@ def _clean_one(catalog: Catalog, version: int, rules: tuple[str, dict[str, objec
     started = time.perf_counter()
     config = catalog.config.clean
     rule_case, params = rules
-    dedupe = config.dedupe == "latest"
+    dedupe = (config.dedupe or "latest") == "latest"
     catalog.con.execute("DROP TABLE IF EXISTS cleaning")
     # A duplicate is an earlier rating of the same user and item in this delta; the
     # latest one (by time, then by line) is kept.

@@ -52,12 +52,39 @@ class _Section(BaseModel):
 
 
 class Columns(_Section):
-    """Where each field is found: a header name, a 1-based position, or null to detect."""
+    """Where each field is found: a header name, a 1-based position, or null to detect.
+
+    ``rating`` is read with ``feedback: rating``, ``event`` with ``event`` and
+    ``quantity`` (and ``invoice``, whose cancellation marker makes a quantity negative)
+    with ``quantity``.
+    """
 
     user: ColumnRef = None
     item: ColumnRef = None
     rating: ColumnRef = None
     timestamp: ColumnRef = None
+    event: ColumnRef = None
+    quantity: ColumnRef = None
+    invoice: ColumnRef = None
+
+
+# Which fields each kind of feedback reads; a configured column of another kind is refused.
+FEEDBACK_FIELDS = {
+    "rating": ("rating",),
+    "event": ("event",),
+    "quantity": ("quantity", "invoice"),
+}
+
+
+def _check_regex(value: str) -> str:
+    """A regular expression DuckDB (RE2) can run, or ValueError with its complaint."""
+    with duckdb.connect() as con:
+        try:
+            con.execute("SELECT regexp_matches('', ?)", [value])
+        except duckdb.Error as exc:
+            reason = str(exc).strip().splitlines()[0].split(": ", 1)[-1]
+            raise ValueError(f"is not a valid regular expression ({reason})") from None
+    return value
 
 
 class IngestConfig(_Section):
@@ -70,6 +97,33 @@ class IngestConfig(_Section):
     rating_min: Number = 0.5
     rating_max: Number = 5.0
     encoding: Literal["utf-8", "latin-1"] = "utf-8"
+    # What a row's value is: a star rating, an event type's weight, or a quantity. The
+    # value is stored in the rating column of ratings_raw and ratings_clean.
+    feedback: Literal["rating", "event", "quantity"] = "rating"
+    event_weights: dict[str, Annotated[Number, Field(gt=0)]] | None = None
+    # Matched (anywhere, RE2) against the invoice column: a match makes the quantity
+    # negative, a cancellation.
+    cancellation_pattern: str = "^C"
+    # 17850.0 read as 17850 in user and item ids.
+    normalise_float_ids: bool = True
+    # The zone of timestamps written without one; every time is stored in UTC.
+    timezone: str = "UTC"
+
+    @field_validator("cancellation_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        return _check_regex(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        with duckdb.connect() as con:
+            known = con.execute(
+                "SELECT count(*) FROM pg_timezone_names() WHERE name = ?", [value]
+            ).fetchone()
+        if not known or not known[0]:
+            raise ValueError("is not a time zone name such as 'UTC' or 'Europe/London'")
+        return value
 
     @field_validator("timestamp_format")
     @classmethod
@@ -98,9 +152,39 @@ class IngestConfig(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _feedback(self) -> IngestConfig:
+        # NOTE: a column of another kind of feedback would be silently ignored, so a
+        # config that maps one is refused rather than read in a way it did not mean.
+        own = FEEDBACK_FIELDS[self.feedback]
+        for kind, fields in FEEDBACK_FIELDS.items():
+            for name in fields:
+                if name not in own and getattr(self.columns, name) is not None:
+                    raise ValueError(
+                        f"ingest.columns.{name} is read only with ingest.feedback: {kind} "
+                        f"(now {self.feedback}); remove it or change ingest.feedback"
+                    )
+        if self.feedback == "event" and not self.event_weights:
+            raise ValueError(
+                "ingest.event_weights is required with ingest.feedback: event; give a "
+                "weight per event type, e.g. {view: 1, cart: 3, purchase: 5}"
+            )
+        if self.feedback != "event" and self.event_weights is not None:
+            raise ValueError(
+                f"ingest.event_weights is read only with ingest.feedback: event (now "
+                f"{self.feedback}); remove it or change ingest.feedback"
+            )
+        return self
+
 
 class CleanConfig(_Section):
-    dedupe: Literal["latest", "none"] = "latest"
+    # latest: of a (user, item) pair's rows in one delta only the latest is kept; exact:
+    # only rows with the same user, item, value and time are duplicates; none. The
+    # default (null) is latest for ratings and exact for events and quantities.
+    dedupe: Literal["latest", "exact", "none"] | None = None
+    # What a negative value (a cancellation) does with events or quantities: offset the
+    # user's purchases of the item (in the delta, then earlier ones), or drop it.
+    cancellations: Literal["offset", "drop"] = "offset"
     exclude_items: str | None = None
     exclude_users: str | None = None
     min_timestamp: str | None = None
@@ -271,7 +355,11 @@ def load_config(path: Path | None) -> Config:
         if first["type"] == "extra_forbidden":
             problem = "is not a known key"
         elif first["type"] == "value_error":
-            problem = f"{first['ctx']['error']} (got {first.get('input')!r})"
+            error = str(first["ctx"]["error"])
+            # A check across keys names them itself, and its input is the whole section.
+            if error.startswith(f"{key}."):
+                raise ConfigError(f"config {str(path)!r}: {error}") from exc
+            problem = f"{error} (got {first.get('input')!r})"
         else:
             problem = f"{first['msg']} (got {first.get('input')!r})"
         raise ConfigError(
