@@ -8,7 +8,12 @@ values are turned into text first, so that a rating or a time is judged the same
 whichever format holds it. See :mod:`incr_cli.sources` for how each format is told.
 
 Timestamps are stored in UTC without a zone: a value that names its zone or offset is
-converted, a value without one is taken to be UTC already.
+converted, a value without one is read in ``ingest.timezone`` (UTC unless set).
+
+A row's value, stored in the ``rating`` column, depends on ``ingest.feedback``: the star
+rating; the weight ``ingest.event_weights`` gives the row's event type; or the quantity,
+made negative (a cancellation) when the row's invoice matches
+``ingest.cancellation_pattern``.
 """
 
 from __future__ import annotations
@@ -46,8 +51,18 @@ from .sources import (
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("user", "item", "rating", "timestamp")
-REQUIRED = ("user", "item", "rating")
+# The column holding each kind of feedback's value.
+VALUE_FIELD = {"rating": "rating", "event": "event", "quantity": "quantity"}
+
+
+def fields_of(feedback: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The fields a kind of feedback reads, in the order of a file without a header, and
+    those it requires."""
+    value = VALUE_FIELD[feedback]
+    fields = ("user", "item", value, "timestamp")
+    # An invoice is never assumed by position: only a header name or the config maps it.
+    return (*fields, "invoice") if feedback == "quantity" else fields, ("user", "item", value)
+
 
 # Header names recognised without a configured mapping, compared in lower case with
 # '_', '-' and spaces removed.
@@ -77,6 +92,9 @@ ALIASES = {
         "invoicedate",
         "createdat",
     },
+    "event": {"event", "eventtype", "type", "action", "interaction"},
+    "quantity": {"quantity", "qty", "units"},
+    "invoice": {"invoice", "invoiceno", "invoiceid", "order", "orderid", "transactionid"},
 }
 
 SNIFF_LINES = 50
@@ -241,7 +259,9 @@ def detect_layout(path: Path, config: IngestConfig, fmt: FileFormat = CSV) -> La
     # Counter keeps first-seen order, so a tie goes to the count seen first.
     counts = Counter(len(row) for row in rows)
     n_columns = len(first) if header else counts.most_common(1)[0][0]
-    positions = _map_columns(path, config.columns, first if header else None, n_columns)
+    positions = _map_columns(
+        path, config.columns, first if header else None, n_columns, config.feedback
+    )
     return Layout(delimiter, header, n_columns, positions, tuple(first) if header else ())
 
 
@@ -256,7 +276,7 @@ def _parquet_layout(path: Path, config: IngestConfig) -> Layout:
         except duckdb.Error as exc:
             raise BadInput(path, f"cannot be read as Parquet: {_first_line(exc)}") from exc
     names = [name for name, _ in described]
-    positions = _map_columns(path, config.columns, names, len(names))
+    positions = _map_columns(path, config.columns, names, len(names), config.feedback)
     return Layout("", True, len(names), positions, tuple(names), tuple(t for _, t in described))
 
 
@@ -265,11 +285,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _map_columns(
-    path: Path, columns: Columns, names: list[str] | None, n_columns: int
+    path: Path,
+    columns: Columns,
+    names: list[str] | None,
+    n_columns: int,
+    feedback: str = "rating",
 ) -> dict[str, int | None]:
+    fields, required = fields_of(feedback)
     positions: dict[str, int | None] = {}
     normalised = [_normalise(name) for name in names] if names else []
-    for field in FIELDS:
+    for field in fields:
         ref = getattr(columns, field)
         if isinstance(ref, int):
             if ref > n_columns:
@@ -297,10 +322,10 @@ def _map_columns(
             hits = [i for i, name in enumerate(normalised) if name in ALIASES[field]]
             positions[field] = hits[0] if hits else None
         else:
-            default = FIELDS.index(field)
+            default = fields.index(field) if field != "invoice" else n_columns
             positions[field] = default if default < n_columns else None
 
-    missing = [field for field in REQUIRED if positions[field] is None]
+    missing = [field for field in required if positions[field] is None]
     if missing:
         found = ", ".join(map(_shown, names)) if names else f"{n_columns} unnamed columns"
         raise BadInput(
@@ -317,16 +342,16 @@ def _map_columns(
 def _timestamp_sql(config: IngestConfig) -> str:
     """SQL turning the text column ``ts_raw`` into a UTC TIMESTAMP, NULL when unreadable.
 
-    The SQL must run with the session's ``TimeZone`` set to UTC (see :func:`_utc_session`):
-    text with a zone is read as TIMESTAMPTZ and turned into UTC, text without one is read
-    in the session's zone, that is as UTC.
+    The SQL must run with the session's ``TimeZone`` set to ``ingest.timezone`` (see
+    :func:`_utc_session`): text with a zone is read as TIMESTAMPTZ and turned into UTC,
+    text without one is read in the session's zone, then turned into UTC.
     """
     seconds = "TRY_CAST(ts_raw AS DOUBLE)"
     # Epoch numbers are kept within years 1677-2262 so that microseconds fit in BIGINT.
     epoch = "CASE WHEN abs({s}) < 9.2e9 THEN make_timestamp(CAST({s} * 1e6 AS BIGINT)) END"
     # NOTE: a plain cast to TIMESTAMP would drop an offset such as +02:00 instead of
     # applying it.
-    text = "CAST(TRY_CAST(ts_raw AS TIMESTAMPTZ) AS TIMESTAMP)"
+    text = "timezone('UTC', TRY_CAST(ts_raw AS TIMESTAMPTZ))"
     fmt = config.timestamp_format
     if fmt == "unix":
         return epoch.format(s=seconds)
@@ -334,19 +359,21 @@ def _timestamp_sql(config: IngestConfig) -> str:
         return epoch.format(s=f"({seconds} / 1000)")
     if fmt == "auto":
         return f"CASE WHEN {seconds} IS NOT NULL THEN {epoch.format(s=seconds)} ELSE {text} END"
-    # strptime gives a TIMESTAMPTZ when the format has %z or %Z, else a TIMESTAMP.
-    return "CAST(try_strptime(ts_raw, $fmt) AS TIMESTAMP)"
+    # strptime gives a TIMESTAMPTZ when the format has %z or %Z, else a TIMESTAMP, which
+    # the cast reads in the session's zone.
+    return "timezone('UTC', CAST(try_strptime(ts_raw, $fmt) AS TIMESTAMPTZ))"
 
 
 @contextmanager
-def _utc_session(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Run with the session's ``TimeZone`` at UTC, then put the previous zone back."""
+def _utc_session(con: duckdb.DuckDBPyConnection, zone: str = "UTC") -> Iterator[None]:
+    """Run with the session's ``TimeZone`` at ``zone`` (the zone of times written without
+    one), then put the previous zone back."""
     try:
         previous = con.execute("SELECT current_setting('TimeZone')").fetchone()
     except duckdb.Error:  # pragma: no cover - without ICU every zone is UTC already
         yield
         return
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET TimeZone = ?", [zone])
     try:
         yield
     finally:
@@ -423,27 +450,27 @@ SELECT list_position($paths, filename) AS file, {columns} FROM read_csv(
 # The rows of a read ({source}, whose columns c0, c1, ... are text), typed and checked as
 # they are staged; {keep} names the read's columns that the staged rows keep.
 JUDGE_SQL = """
-WITH fields AS (
+WITH trimmed AS (
     SELECT *,
-           nullif(trim({user}), '') AS user_id,
-           nullif(trim({item}), '') AS item_id,
+           nullif(trim({user}), '') AS user_text,
+           nullif(trim({item}), '') AS item_text,
            nullif(trim({rating}), '') AS rating_raw,
-           nullif(trim({ts}), '') AS ts_raw
+           nullif(trim({ts}), '') AS ts_raw,
+           nullif(trim({invoice}), '') AS invoice_raw
     FROM ({source})
 ),
+fields AS (
+    SELECT *, {user_id} AS user_id, {item_id} AS item_id FROM trimmed
+),
 typed AS (
-    SELECT *, TRY_CAST(rating_raw AS DOUBLE) AS rating, {ts_sql} AS ts FROM fields
+    SELECT *, {value_sql} AS rating, {ts_sql} AS ts FROM fields
 ),
 judged AS (
     SELECT *,
         CASE
-            WHEN user_id IS NULL THEN 'user id is missing'
+            WHEN user_id IS NULL THEN {no_user}
             WHEN item_id IS NULL THEN 'item id is missing'
-            WHEN rating_raw IS NULL THEN 'rating is missing'
-            WHEN rating IS NULL OR isnan(rating) OR isinf(rating)
-                THEN 'rating is not a number: ' || rating_raw
-            WHEN rating < $rmin OR rating > $rmax
-                THEN 'rating is outside ' || $range || ': ' || rating_raw
+            {value_checks}
             WHEN ts IS NULL AND ts_raw IS NULL THEN 'timestamp is missing'
             WHEN ts IS NULL THEN 'timestamp cannot be read: ' || ts_raw
         END AS reason
@@ -551,11 +578,8 @@ def _judge_sql(
         return "NULL" if position is None else f"c{position}"
 
     timestamp = col("timestamp")
-    params: dict[str, object] = {
-        "rmin": config.rating_min,
-        "rmax": config.rating_max,
-        "range": f"[{config.rating_min:g}, {config.rating_max:g}]",
-    }
+    params: dict[str, object] = {}
+    value_sql, value_checks = _value_sql(layout, config, params)
     ts_sql = _timestamp_sql(config)
     if "$fmt" in ts_sql:
         params["fmt"] = config.timestamp_format
@@ -581,10 +605,74 @@ def _judge_sql(
         raw_sql=raw_sql,
         user=col("user"),
         item=col("item"),
-        rating=col("rating"),
+        rating=col(VALUE_FIELD[config.feedback]),
         ts=timestamp,
+        invoice=col("invoice") if "invoice" in layout.positions else "NULL",
+        user_id=_id_sql("user_text", config),
+        item_id=_id_sql("item_text", config),
+        value_sql=value_sql,
+        value_checks=value_checks,
+        # A shop's row without a customer is a visit nobody can be recommended to.
+        no_user="'user id is missing'"
+        if config.feedback == "rating"
+        else "'user id is missing (anonymous)'",
     )
     return sql, params
+
+
+def _id_sql(column: str, config: IngestConfig) -> str:
+    """SQL of an id from its trimmed text; ``17850.0`` is read as ``17850`` if so set."""
+    if not config.normalise_float_ids:
+        return column
+    # NOTE: a spreadsheet or pandas writes the integer ids of a column with blanks as
+    # floats; only a whole number with a zero fraction is changed.
+    return (
+        f"CASE WHEN contains({column}, '.') "
+        f"THEN regexp_replace({column}, '^(-?[0-9]+)\\.0+$', '\\1') ELSE {column} END"
+    )
+
+
+def _value_sql(layout: Layout, config: IngestConfig, params: dict[str, object]) -> tuple[str, str]:
+    """SQL of a row's value from ``rating_raw`` (and ``invoice_raw``), and the CASE
+    branches that reject a row for its value; binds what they need into ``params``."""
+    number = "TRY_CAST(rating_raw AS DOUBLE)"
+    if config.feedback == "event":
+        # An event type's weight; a type the config does not weigh is quarantined.
+        whens = []
+        for i, (event, weight) in enumerate((config.event_weights or {}).items()):
+            params[f"event{i}"], params[f"weight{i}"] = event, weight
+            whens.append(f"WHEN $event{i} THEN CAST($weight{i} AS DOUBLE)")
+        value = f"CASE rating_raw {' '.join(whens)} END"
+        checks = """WHEN rating_raw IS NULL THEN 'event type is missing'
+            WHEN rating IS NULL
+                THEN 'event type is not in ingest.event_weights: ' || rating_raw"""
+        return value, checks
+    if config.feedback == "quantity":
+        value = number
+        if layout.positions.get("invoice") is not None:
+            # A cancellation's quantity is negative, whichever sign the file gives it.
+            params["cancelled"] = config.cancellation_pattern
+            value = (
+                f"CASE WHEN regexp_matches(coalesce(invoice_raw, ''), $cancelled) "
+                f"THEN -abs({number}) ELSE {number} END"
+            )
+        # Quantities have no range: a negative one is a cancellation, which clean handles.
+        checks = """WHEN rating_raw IS NULL THEN 'quantity is missing'
+            WHEN rating IS NULL OR isnan(rating) OR isinf(rating)
+                THEN 'quantity is not a number: ' || rating_raw
+            WHEN rating = 0 THEN 'quantity is zero: ' || rating_raw"""
+        return value, checks
+    params |= {
+        "rmin": config.rating_min,
+        "rmax": config.rating_max,
+        "range": f"[{config.rating_min:g}, {config.rating_max:g}]",
+    }
+    checks = """WHEN rating_raw IS NULL THEN 'rating is missing'
+            WHEN rating IS NULL OR isnan(rating) OR isinf(rating)
+                THEN 'rating is not a number: ' || rating_raw
+            WHEN rating < $rmin OR rating > $rmax
+                THEN 'rating is outside ' || $range || ': ' || rating_raw"""
+    return number, checks
 
 
 def _bound(sql: str, params: dict[str, object]) -> dict[str, object]:
@@ -615,7 +703,7 @@ def _stage_csv(
     groups: dict[tuple[bool, int], list[str]] = {}
     for path, key in zip(paths, keys, strict=True):
         groups.setdefault(key, []).append(path)
-    with _utc_session(con):
+    with _utc_session(con, config.timezone):
         for (gzipped, skip), files in groups.items():
             params |= {
                 "paths": paths,
@@ -662,7 +750,7 @@ def _stage_parquet(
     sql = "CREATE TEMP TABLE staging AS " + judge.format(source=read, keep="file, line")
     params |= {"paths": [str(file) for file in source.files], "offsets": offsets}
     # NOTE: a Parquet time with a zone turns into text in the session's zone: UTC.
-    with _utc_session(con):
+    with _utc_session(con, config.timezone):
         try:
             con.execute(sql, _bound(sql, params))
         except duckdb.Error as exc:
@@ -714,6 +802,8 @@ def _hint(reason: str | None) -> str:
         return "set ingest.timestamp_format in the config (unix, unix_ms or a strptime format)"
     if reason.startswith("rating is outside"):
         return "set ingest.rating_min and ingest.rating_max in the config"
+    if reason.startswith("event type is not in"):
+        return "give every event type a weight in ingest.event_weights"
     return "check the delimiter and ingest.columns in the config"
 
 

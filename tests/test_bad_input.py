@@ -174,14 +174,19 @@ ACCEPTED = {
         rows=[(5, "u4", "i4", 4.0, T1)],
         rejects=[(2, "user id is missing"), (3, "item id is missing"), (4, "user id is missing")],
     ),
-    # Ids are text: 007 is not 7, and 17850.0 is not 17850.
+    # Ids are text: 007 is not 7; but 17850.0, an integer id written as a float, is 17850.
     "ids that look numeric but are not": Case(
         H.encode() + b"007,00042,4,1\n17850.0,85123A,4,1\n7,42,4,1\n",
         rows=[
             (2, "007", "00042", 4.0, T1),
-            (3, "17850.0", "85123A", 4.0, T1),
+            (3, "17850", "85123A", 4.0, T1),
             (4, "7", "42", 4.0, T1),
         ],
+    ),
+    "ids written as floats, read verbatim when configured": Case(
+        H.encode() + b"17850.0,85123.50,4,1\n",
+        rows=[(2, "17850.0", "85123.50", 4.0, T1)],
+        config="ingest:\n  normalise_float_ids: false\n",
     ),
     "string ids": Case(
         H.encode() + b"alice@example.com,The Matrix (1999),4,1\n",
