@@ -2,6 +2,13 @@
 
 Each rule removes rows for one stated reason and the count per reason is recorded; the
 rows that survive form the version's clean delta.
+
+With events or quantities (``ingest.feedback``), a row with a negative value is a
+cancellation. With ``clean.cancellations: offset`` it first reduces the same user's
+purchases of the same item in its own delta, the latest first and none below zero; what
+is left of it offsets that pair's net purchases on the versions before (it is kept as a
+negative row, which the model nets); what is left after that had nothing to undo and is
+dropped. With ``drop`` every cancellation is dropped.
 """
 
 from __future__ import annotations
@@ -9,26 +16,50 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import duckdb
 
 from .catalog import Catalog
-from .config import CleanConfig
+from .config import CleanConfig, is_implicit
 from .errors import ConfigError, NothingToDo
 
 log = logging.getLogger(__name__)
 
 
+# What became of each cancellation and of the purchases it offset, in the order reported.
+OFFSET_IN_DELTA = "cancellation offset in the delta"
+CARRIED = "cancellation kept to offset earlier purchases"
+NOTHING_TO_OFFSET = "cancellation with nothing to offset"
+PURCHASE_CANCELLED = "purchase cancelled in the delta"
+PURCHASE_REDUCED = "purchase reduced by a cancellation in the delta"
+DROPPED = "cancellation dropped (clean.cancellations: drop)"
+OUTCOMES = (
+    OFFSET_IN_DELTA,
+    CARRIED,
+    NOTHING_TO_OFFSET,
+    PURCHASE_CANCELLED,
+    PURCHASE_REDUCED,
+    DROPPED,
+)
+
+
 @dataclass
 class CleanResult:
-    """What cleaning one version did: rows in, rows kept, and rows removed per reason."""
+    """What cleaning one version did: rows in, rows kept, and rows removed per reason.
+
+    ``cancellations`` counts, with events or quantities, what became of each cancellation
+    row and of the purchases it reduced or removed, kept rows included (a cancellation
+    kept to offset earlier purchases, a purchase reduced); the rows removed are also
+    among ``removed``.
+    """
 
     version: int
     rows_in: int
     rows_out: int
     removed: dict[str, int]
+    cancellations: dict[str, int] = field(default_factory=dict)
 
 
 def _utc(key: str, text: str) -> datetime:
@@ -94,9 +125,13 @@ def clean_pending(
     """Clean every version on the head's lineage that was ingested but not cleaned.
 
     Rules apply first, in the order exclude_users, exclude_items, min_timestamp,
-    max_timestamp; then, with ``dedupe: latest``, of the ratings of one user and item
-    in one delta that no rule removed only the latest (by time, then by line) is kept.
-    Ratings of the same pair in different deltas are all kept.
+    max_timestamp; then, with ``dedupe: latest`` (the default for ratings), of the
+    ratings of one user and item in one delta that no rule removed only the latest (by
+    time, then by line) is kept; with ``dedupe: exact`` (the default for events and
+    quantities) only rows of the same user, item, value and time are duplicates, and the
+    first line is kept. Rows of the same pair in different deltas are all kept. Last,
+    with events or quantities, cancellations are offset or dropped (see the module's
+    docstring).
 
     Parameters
     ----------
@@ -133,31 +168,39 @@ def clean_pending(
 def _clean_one(catalog: Catalog, version: int, rules: tuple[str, dict[str, object]]) -> CleanResult:
     started = time.perf_counter()
     config = catalog.config.clean
+    implicit = is_implicit(catalog.config)
     rule_case, params = rules
-    dedupe = (config.dedupe or "latest") == "latest"
-    catalog.con.execute("DROP TABLE IF EXISTS cleaning")
-    # A duplicate is an earlier rating of the same user and item in this delta; the
-    # latest one (by time, then by line) is kept.
-    catalog.con.execute(
+    dedupe = config.dedupe or ("exact" if implicit else "latest")
+    con = catalog.con
+    con.execute("DROP TABLE IF EXISTS cleaning")
+    # A duplicate is, with latest, an earlier rating of the same user and item in this
+    # delta (the latest one by time, then by line, is kept); with exact, a later line of
+    # the same user, item, value and time.
+    key = "user_id, item_id" if dedupe == "latest" else "user_id, item_id, rating, ts"
+    order = "ts DESC, line DESC" if dedupe == "latest" else "line"
+    why = "duplicate of a later rating" if dedupe == "latest" else "duplicate row"
+    con.execute(
         f"""
         CREATE TEMP TABLE cleaning AS
         WITH ruled AS (
             SELECT *, {rule_case} AS reason FROM ratings_raw WHERE version = $version
         )
-        SELECT *,
+        SELECT *, rating AS value,
             coalesce(reason, CASE WHEN $dedupe AND row_number() OVER (
-                PARTITION BY user_id, item_id, reason IS NULL
-                ORDER BY ts DESC, line DESC) > 1
-                THEN 'duplicate of a later rating' END) AS why
+                PARTITION BY {key}, reason IS NULL ORDER BY {order}) > 1
+                THEN $why END) AS why
         FROM ruled
         """,
-        {"version": version, "dedupe": dedupe, **params},
+        {"version": version, "dedupe": dedupe != "none", "why": why, **params},
     )
-    catalog.con.execute(
-        "INSERT INTO ratings_clean SELECT version, user_id, item_id, rating, ts "
+    cancellations: dict[str, int] = {}
+    if implicit:
+        cancellations = _cancellations(catalog, version, config.cancellations)
+    con.execute(
+        "INSERT INTO ratings_clean SELECT version, user_id, item_id, value, ts "
         "FROM cleaning WHERE why IS NULL ORDER BY ts, line"
     )
-    catalog.con.execute(
+    con.execute(
         "INSERT INTO clean_removed SELECT $version, why, count(*) FROM cleaning "
         "WHERE why IS NOT NULL GROUP BY why",
         {"version": version},
@@ -171,13 +214,115 @@ def _clean_one(catalog: Catalog, version: int, rules: tuple[str, dict[str, objec
     rows_in = catalog.one("SELECT count(*) FROM cleaning")
     rows_out = rows_in - sum(removed.values())
     # The temporary table holds the whole delta; it goes as soon as the delta is stored.
-    catalog.con.execute("DROP TABLE cleaning")
+    con.execute("DROP TABLE cleaning")
     seconds = time.perf_counter() - started
-    catalog.record_stage(
-        version,
-        "clean",
-        seconds,
-        {"rows_in": rows_in, "rows_out": rows_out, "removed": removed},
-    )
+    details: dict[str, object] = {"rows_in": rows_in, "rows_out": rows_out, "removed": removed}
+    if implicit:
+        details["cancellations"] = cancellations
+    catalog.record_stage(version, "clean", seconds, details)
     log.debug("cleaned v%d in %.3f s", version, seconds)
-    return CleanResult(version, rows_in, rows_out, removed)
+    return CleanResult(version, rows_in, rows_out, removed, cancellations)
+
+
+# Per cancellation and purchase left in the delta, how much of it the other side takes.
+# Purchases are reduced the latest first, by what the pair's cancellations total less the
+# purchases after them; cancellations take the pair's purchases in the delta in time
+# order, then what is left takes the pair's net purchases on the earlier versions.
+OFFSET_SQL = """
+CREATE TEMP TABLE offsets AS
+WITH live AS (
+    SELECT rowid AS id, user_id, item_id, rating, ts, line FROM cleaning WHERE why IS NULL
+),
+pairs AS (
+    SELECT user_id, item_id,
+           sum(rating) FILTER (WHERE rating > 0) AS bought,
+           -sum(rating) FILTER (WHERE rating < 0) AS cancelled
+    FROM live GROUP BY ALL HAVING cancelled > 0
+),
+earlier AS (
+    SELECT r.user_id, r.item_id, greatest(sum(r.rating), 0) AS net
+    FROM ratings_clean r SEMI JOIN pairs p USING (user_id, item_id)
+    WHERE list_contains($earlier, r.version)
+    GROUP BY ALL
+),
+sides AS (
+    SELECT l.*, coalesce(p.bought, 0) AS bought, p.cancelled, coalesce(e.net, 0) AS net,
+           coalesce(sum(abs(l.rating)) OVER (
+               PARTITION BY l.user_id, l.item_id, l.rating > 0
+               ORDER BY CASE WHEN l.rating > 0 THEN -epoch_us(l.ts) ELSE epoch_us(l.ts) END,
+                        CASE WHEN l.rating > 0 THEN -l.line ELSE l.line END
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+    FROM live l JOIN pairs p USING (user_id, item_id)
+    LEFT JOIN earlier e USING (user_id, item_id)
+),
+split AS (
+    SELECT *,
+        CASE WHEN rating < 0 THEN least(-rating, greatest(bought - before, 0)) END AS in_delta
+    FROM sides
+)
+SELECT id, rating,
+    CASE WHEN rating > 0 THEN greatest(rating - greatest(cancelled - before, 0), 0)
+         ELSE -least(-rating - in_delta, greatest(net - (
+             coalesce(sum(-rating - in_delta) OVER (
+                 PARTITION BY user_id, item_id, rating > 0 ORDER BY ts, line
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)), 0))
+    END AS value,
+    in_delta
+FROM split
+"""
+
+OUTCOME_SQL = """
+SELECT id, value,
+    CASE WHEN rating > 0 AND value = 0 THEN $purchase_cancelled
+         WHEN rating > 0 AND value < rating THEN $purchase_reduced
+         WHEN rating < 0 AND value < 0 THEN $carried
+         WHEN rating < 0 AND in_delta > 0 THEN $offset_in_delta
+         WHEN rating < 0 THEN $nothing_to_offset
+    END AS outcome
+FROM offsets
+"""
+
+
+def _cancellations(catalog: Catalog, version: int, mode: str) -> dict[str, int]:
+    """Offset or drop the cancellations (negative rows) of ``cleaning``; count outcomes.
+
+    Rows removed get their reason in ``why``; a purchase reduced and a cancellation kept
+    for earlier purchases get their new ``value``.
+    """
+    con = catalog.con
+    if mode == "drop":
+        con.execute(
+            "UPDATE cleaning SET why = $dropped WHERE why IS NULL AND rating < 0",
+            {"dropped": DROPPED},
+        )
+        n = catalog.one("SELECT count(*) FROM cleaning WHERE why = ?", [DROPPED])
+        return {DROPPED: n} if n else {}
+
+    earlier = [v for v in catalog.lineage(version) if v < version]
+    con.execute("DROP TABLE IF EXISTS offsets")
+    con.execute(OFFSET_SQL, {"earlier": earlier})
+    outcomes = {
+        "purchase_cancelled": PURCHASE_CANCELLED,
+        "purchase_reduced": PURCHASE_REDUCED,
+        "carried": CARRIED,
+        "offset_in_delta": OFFSET_IN_DELTA,
+        "nothing_to_offset": NOTHING_TO_OFFSET,
+    }
+    con.execute(
+        f"""
+        UPDATE cleaning SET value = o.value,
+            why = CASE WHEN o.outcome IN ($purchase_cancelled, $offset_in_delta,
+                                          $nothing_to_offset) THEN o.outcome END
+        FROM ({OUTCOME_SQL}) o WHERE cleaning.rowid = o.id
+        """,
+        outcomes,
+    )
+    counts = dict(
+        catalog.rows(
+            f"SELECT outcome, count(*) FROM ({OUTCOME_SQL}) WHERE outcome IS NOT NULL "
+            "GROUP BY outcome",
+            outcomes,
+        )
+    )
+    con.execute("DROP TABLE offsets")
+    return {name: counts[name] for name in OUTCOMES if counts.get(name)}

@@ -102,6 +102,9 @@ def clean(
     for r in results:
         removed = ", ".join(f"{why}: {n}" for why, n in r.removed.items()) or "nothing removed"
         out.line(f"v{r.version}: {r.rows_out} of {r.rows_in} rows kept ({removed})")
+        if r.cancellations:
+            outcomes = ", ".join(f"{what}: {n}" for what, n in r.cancellations.items())
+            out.line(f"v{r.version} cancellations: {outcomes}")
     out.result(results)
 
 
