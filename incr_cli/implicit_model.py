@@ -26,16 +26,8 @@ from numba import njit
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from incr_cli.model import (
-    _as_id_vector,
-    _as_pairs,
-    _call_rng,
-    _codes,
-    _encode,
-    _ids_array,
-    _Interval,
-    _lookup,
-)
+from incr_cli.model import _as_id_vector, _call_rng, _ids_array, _Interval, _lookup
+from incr_cli.pairs import Pairs, to_rows
 
 __all__ = ["ImplicitMF"]
 
@@ -157,6 +149,23 @@ def _solve_cg(
             rs_old = rs_new
 
 
+@njit(cache=True)
+def _gram(Y: np.ndarray) -> np.ndarray:
+    """``Y.T @ Y`` summed in one fixed order, so that the same factors always give the
+    same bits (a BLAS product may take another path for another memory alignment)."""
+    k = Y.shape[1]
+    G = np.zeros((k, k))
+    for r in range(Y.shape[0]):
+        for a in range(k):
+            ya = Y[r, a]
+            for b in range(a, k):
+                G[a, b] += ya * Y[r, b]
+    for a in range(k):
+        for b in range(a):
+            G[a, b] = G[b, a]
+    return G
+
+
 @njit(cache=True, fastmath=True)
 def _solve_exact(
     indptr: np.ndarray,
@@ -244,15 +253,12 @@ def _as_times(times: Any, n: int, default: float) -> np.ndarray:
     return arr
 
 
-def _nonzero(
-    user_col: list[Hashable], item_col: list[Hashable], w: np.ndarray, t: np.ndarray
-) -> tuple[list[Hashable], list[Hashable], np.ndarray, np.ndarray]:
+def _nonzero(pairs: Pairs, w: np.ndarray, t: np.ndarray) -> tuple[Pairs, np.ndarray, np.ndarray]:
     """The rows of non-zero weight: a row of weight 0 changes nothing."""
     if bool(np.all(w != 0)):
-        return user_col, item_col, w, t
-    keep = np.flatnonzero(w != 0)
-    pick = keep.tolist()
-    return [user_col[i] for i in pick], [item_col[i] for i in pick], w[keep], t[keep]
+        return pairs, w, t
+    keep = w != 0
+    return pairs[keep], w[keep], t[keep]
 
 
 def _grow(matrix: sp.csr_matrix, n_rows: int, n_cols: int) -> sp.csr_matrix:
@@ -498,21 +504,20 @@ class ImplicitMF(BaseEstimator):
             The fitted model.
         """
         self._validate_params()
-        user_col, item_col = _as_pairs(X)
-        n = len(user_col)
+        pairs = X if isinstance(X, Pairs) else Pairs.from_ids(X)
+        n = len(pairs)
         w = _as_weights(weights, n)
         t = _as_times(times, n, 0.0)
-        user_col, item_col, w, t = _nonzero(user_col, item_col, w, t)
+        pairs, w, t = _nonzero(pairs, w, t)
         if not np.any(w > 0):
             raise ValueError("fit needs at least one row of positive weight; got none.")
         started = time.perf_counter()
 
         user_index: dict[Hashable, int] = {}
         item_index: dict[Hashable, int] = {}
-        new_users = _encode(user_col, user_index)
-        new_items = _encode(item_col, item_index)
-        users = _codes(user_col, user_index)
-        items = _codes(item_col, item_index)
+        users, new_users = to_rows(pairs.users, pairs.user_ids, user_index)
+        items, new_items = to_rows(pairs.items, pairs.item_ids, item_index)
+        del pairs
         shape = (len(new_users), len(new_items))
 
         # Only purchases count in the history and popularity; a negative row offsets the
@@ -597,11 +602,11 @@ class ImplicitMF(BaseEstimator):
                 f"n_factors cannot change between partial_fit calls: the model "
                 f"has {fitted_factors}, got {self.n_factors!r}; call fit instead."
             )
-        user_col, item_col = _as_pairs(X)
-        n = len(user_col)
+        pairs = X if isinstance(X, Pairs) else Pairs.from_ids(X)
+        n = len(pairs)
         w = _as_weights(weights, n)
         t = _as_times(times, n, self.last_time_)
-        user_col, item_col, w, t = _nonzero(user_col, item_col, w, t)
+        pairs, w, t = _nonzero(pairs, w, t)
         if not w.size:
             return self
         started = time.perf_counter()
@@ -609,10 +614,9 @@ class ImplicitMF(BaseEstimator):
         # Work on copies so an interrupted call leaves the model as it was.
         user_index = dict(self.user_index_)
         item_index = dict(self.item_index_)
-        new_users = _encode(user_col, user_index)
-        new_items = _encode(item_col, item_index)
-        users = _codes(user_col, user_index)
-        items = _codes(item_col, item_index)
+        users, new_users = to_rows(pairs.users, pairs.user_ids, user_index)
+        items, new_items = to_rows(pairs.items, pairs.item_ids, item_index)
+        del pairs
         shape = (len(user_index), len(item_index))
 
         # Rescale the decayed sums to a later origin before they could overflow.
@@ -652,8 +656,8 @@ class ImplicitMF(BaseEstimator):
             self._solve(by_item, fresh_items, Y_i, X_u, exact=True)
 
         # A few sweeps over the batch's users and items, each against its whole history.
-        touched_users = np.unique(users)
-        touched_items = np.unique(items)
+        touched_users = np.unique(users).astype(np.int64)
+        touched_items = np.unique(items).astype(np.int64)
         for _ in range(self.partial_iterations):
             self._solve(by_user, touched_users, X_u, Y_i, exact=False)
             self._solve(by_item, touched_items, Y_i, X_u, exact=False)
@@ -705,7 +709,7 @@ class ImplicitMF(BaseEstimator):
         """Solve ``X[rows]`` against fixed ``Y``, in place; ``matrix`` holds the strengths."""
         if rows.size == 0:
             return
-        YtY = Y.T @ Y
+        YtY = _gram(Y)
         args = (matrix.indptr, matrix.indices, matrix.data, rows, X, Y, YtY)
         if exact or self.solver == "cholesky":
             _solve_exact(*args, float(self.alpha), float(self.reg))
