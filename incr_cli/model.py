@@ -21,6 +21,7 @@ from numba import njit
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .pairs import Pairs, lookup_rows, to_rows
 from .topk import top_k_rows as _top_k_rows
 
 __all__ = ["BiasedMF", "EpochHook"]
@@ -169,16 +170,6 @@ def _sgd_epoch(
     return sq_err
 
 
-def _as_pairs(X: Any) -> tuple[list[Hashable], list[Hashable]]:
-    """Split an (n, 2) array-like of raw ids into user and item id lists."""
-    arr = np.asarray(X, dtype=object)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(
-            f"X must have shape (n_samples, 2) holding (user, item) ids; got shape {arr.shape!r}."
-        )
-    return arr[:, 0].tolist(), arr[:, 1].tolist()
-
-
 def _as_id_vector(ids: Any, name: str) -> list[Hashable]:
     arr = np.asarray(ids, dtype=object)
     if arr.ndim != 1:
@@ -198,18 +189,6 @@ def _as_vector(values: Any, n: int, name: str) -> np.ndarray:
 def _ids_array(keys: Iterable[Hashable], count: int) -> np.ndarray:
     # fromiter keeps a tuple id as one element, where np.array would unpack it.
     return np.fromiter(keys, dtype=object, count=count)
-
-
-def _encode(values: list[Hashable], index: dict[Hashable, int]) -> list[Hashable]:
-    """Add unseen ids to ``index`` in first-seen order and return them."""
-    new_keys = [key for key in dict.fromkeys(values) if key not in index]
-    start = len(index)
-    index.update(zip(new_keys, range(start, start + len(new_keys)), strict=True))
-    return new_keys
-
-
-def _codes(values: list[Hashable], index: Mapping[Hashable, int]) -> np.ndarray:
-    return np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
 
 
 def _lookup(values: list[Hashable], index: Mapping[Hashable, int]) -> np.ndarray:
@@ -389,8 +368,9 @@ class BiasedMF(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, 2)
-            Raw ``(user, item)`` ids; any hashable values.
+        X : array-like of shape (n_samples, 2), or Pairs
+            Raw ``(user, item)`` ids, any hashable values, or their codes as ``Pairs``
+            (the same model, with less memory for millions of rows).
         y : array-like of shape (n_samples,)
             Ratings.
         sample_weight : array-like of shape (n_samples,), optional
@@ -404,7 +384,7 @@ class BiasedMF(RegressorMixin, BaseEstimator):
             The fitted model.
         """
         self._validate_params()
-        user_col, item_col, ratings, weights = self._check_data(X, y, sample_weight)
+        pairs, ratings, weights = self._check_data(X, y, sample_weight)
         if ratings.size == 0:
             raise ValueError("fit needs at least one rating; got none.")
         total_weight = float(weights.sum())
@@ -414,10 +394,9 @@ class BiasedMF(RegressorMixin, BaseEstimator):
 
         user_index: dict[Hashable, int] = {}
         item_index: dict[Hashable, int] = {}
-        new_users = _encode(user_col, user_index)
-        new_items = _encode(item_col, item_index)
-        users = _codes(user_col, user_index)
-        items = _codes(item_col, item_index)
+        users, new_users = to_rows(pairs.users, pairs.user_ids, user_index)
+        items, new_items = to_rows(pairs.items, pairs.item_ids, item_index)
+        del pairs
 
         seed = int(self.random_state) if self.random_state is not None else secrets.randbits(128)
         rng = _call_rng(seed, 0)
@@ -467,8 +446,8 @@ class BiasedMF(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, 2)
-            Raw ``(user, item)`` ids; may include ids never seen before.
+        X : array-like of shape (n_samples, 2), or Pairs
+            Raw ``(user, item)`` ids, or ``Pairs``; may include ids never seen before.
         y : array-like of shape (n_samples,)
             Ratings.
         sample_weight : array-like of shape (n_samples,), optional
@@ -493,7 +472,7 @@ class BiasedMF(RegressorMixin, BaseEstimator):
                 f"n_factors cannot change between partial_fit calls: the model "
                 f"has {fitted_factors}, got {self.n_factors!r}; call fit instead."
             )
-        user_col, item_col, ratings, weights = self._check_data(X, y, sample_weight)
+        pairs, ratings, weights = self._check_data(X, y, sample_weight)
         if ratings.size == 0:
             return self
         started = time.perf_counter()
@@ -501,10 +480,9 @@ class BiasedMF(RegressorMixin, BaseEstimator):
         # Work on copies so an interrupted call leaves the model as it was.
         user_index = dict(self.user_index_)
         item_index = dict(self.item_index_)
-        new_users = _encode(user_col, user_index)
-        new_items = _encode(item_col, item_index)
-        users = _codes(user_col, user_index)
-        items = _codes(item_col, item_index)
+        users, new_users = to_rows(pairs.users, pairs.user_ids, user_index)
+        items, new_items = to_rows(pairs.items, pairs.item_ids, item_index)
+        del pairs
 
         rng = _call_rng(self.seed_, self.n_fit_calls_)
         scale = self.init_std / math.sqrt(self.n_factors)
@@ -655,8 +633,8 @@ class BiasedMF(RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, 2)
-            Raw ``(user, item)`` ids.
+        X : array-like of shape (n_samples, 2), or Pairs
+            Raw ``(user, item)`` ids, or ``Pairs``.
 
         Returns
         -------
@@ -664,9 +642,9 @@ class BiasedMF(RegressorMixin, BaseEstimator):
             Predicted ratings, clipped to ``[min_rating, max_rating]`` when set.
         """
         check_is_fitted(self)
-        user_col, item_col = _as_pairs(X)
-        users = _lookup(user_col, self.user_index_)
-        items = _lookup(item_col, self.item_index_)
+        pairs = X if isinstance(X, Pairs) else Pairs.from_ids(X)
+        users = lookup_rows(pairs.users, pairs.user_ids, self.user_index_)
+        items = lookup_rows(pairs.items, pairs.item_ids, self.item_index_)
         known_user = users >= 0
         known_item = items >= 0
 
@@ -846,11 +824,9 @@ class BiasedMF(RegressorMixin, BaseEstimator):
             )
 
     @staticmethod
-    def _check_data(
-        X: Any, y: Any, sample_weight: Any
-    ) -> tuple[list[Hashable], list[Hashable], np.ndarray, np.ndarray]:
-        user_col, item_col = _as_pairs(X)
-        n = len(user_col)
+    def _check_data(X: Any, y: Any, sample_weight: Any) -> tuple[Pairs, np.ndarray, np.ndarray]:
+        pairs = X if isinstance(X, Pairs) else Pairs.from_ids(X)
+        n = len(pairs)
         ratings = _as_vector(y, n, "y")
         if sample_weight is None:
             weights = np.ones(n, dtype=np.float64)
@@ -858,7 +834,7 @@ class BiasedMF(RegressorMixin, BaseEstimator):
             weights = _as_vector(sample_weight, n, "sample_weight")
             if np.any(weights < 0):
                 raise ValueError("sample_weight must be non-negative.")
-        return user_col, item_col, ratings, weights
+        return pairs, ratings, weights
 
     def _clip(self, pred: np.ndarray) -> np.ndarray:
         if self.min_rating is None and self.max_rating is None:
