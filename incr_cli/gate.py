@@ -21,6 +21,7 @@ import numpy as np
 
 from .config import GateMetric
 from .metrics import mae, ranking_metrics, rmse
+from .pairs import Pairs
 
 #: Metrics the gate can judge, each with whether a lower value is better.
 LOWER_IS_BETTER: dict[str, bool] = {
@@ -61,8 +62,8 @@ class Judgement:
         return not self.reasons
 
 
-def score(model: Any, X: np.ndarray, y: np.ndarray, metrics: list[str]) -> dict[str, float]:
-    """The gate's metrics of ``model`` predicting the rows ``X`` rated ``y``.
+def score(model: Any, X: np.ndarray | Pairs, y: np.ndarray, metrics: list[str]) -> dict[str, float]:
+    """The gate's metrics of ``model`` predicting the rows ``X`` (raw ids or codes) rated ``y``.
 
     A model that predicts a non-finite value (one whose training diverged) scores
     infinity on every metric, the worst value, rather than failing the command.

@@ -23,7 +23,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ from .gate import (
     rank_score,
     score,
 )
+from .pairs import Pairs
 
 if TYPE_CHECKING:
     # NOTE: imported lazily at run time: numba's import is slow for commands that never train.
@@ -50,12 +52,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The distinct ids of some versions' clean rows, in order. Registered with the connection
+# as batch_users and batch_items beside their positions, they let the queries below return
+# every id as its position, a number that DuckDB writes straight into a numpy array, where
+# an id would come back as one Python string per row (see incr_cli.pairs). The positions
+# keep the ids' order, so ordering by them is ordering by the ids.
+USERS_SQL = """
+SELECT DISTINCT user_id AS id FROM ratings_clean WHERE list_contains($versions, version)
+ORDER BY id
+"""
+ITEMS_SQL = """
+SELECT DISTINCT item_id AS id FROM ratings_clean WHERE list_contains($versions, version)
+ORDER BY id
+"""
+
 # The clean ratings as of a lineage: a re-rating in a later delta replaces the earlier one.
 AS_OF_SQL = """
-SELECT user_id, item_id, rating FROM ratings_clean
-WHERE list_contains($lineage, version)
-QUALIFY row_number() OVER (PARTITION BY user_id, item_id ORDER BY version DESC, ts DESC) = 1
-ORDER BY version, ts, user_id, item_id
+SELECT u.code AS user_code, i.code AS item_code, r.rating FROM ratings_clean r
+JOIN batch_users u ON r.user_id = u.id JOIN batch_items i ON r.item_id = i.id
+WHERE list_contains($lineage, r.version)
+QUALIFY row_number() OVER (PARTITION BY u.code, i.code ORDER BY r.version DESC, r.ts DESC) = 1
+ORDER BY r.version, r.ts, u.code, i.code
 """
 
 # A deterministic sample of older ratings: rows ordered by a seeded hash, the first n kept.
@@ -66,9 +83,12 @@ ORDER BY version, ts, user_id, item_id
 # NOTE: every ORDER BY here is total: DuckDB reads and joins in parallel, so rows that tie
 # come back in any order, and the order of the rows is the order SGD learns them in.
 REPLAY_SQL = """
-SELECT user_id, item_id, rating FROM ratings_clean
-WHERE list_contains($lineage, version) AND hash(user_id, item_id, ts, rating, $seed) <= $cut
-ORDER BY hash(user_id, item_id, ts, rating, $seed), ts, user_id, item_id, rating, version
+SELECT u.code AS user_code, i.code AS item_code, r.rating FROM ratings_clean r
+JOIN batch_users u ON r.user_id = u.id JOIN batch_items i ON r.item_id = i.id
+WHERE list_contains($lineage, r.version)
+    AND hash(r.user_id, r.item_id, r.ts, r.rating, $seed) <= $cut
+ORDER BY hash(r.user_id, r.item_id, r.ts, r.rating, $seed), r.ts, u.code, i.code, r.rating,
+    r.version
 LIMIT $n
 """
 OLDER_ROWS_SQL = "SELECT count(*) FROM ratings_clean WHERE list_contains($lineage, version)"
@@ -76,20 +96,27 @@ HASH_MAX = 2**64 - 1  # DuckDB's hash() is a UBIGINT
 
 # One delta's clean rows, oldest first.
 DELTA_SQL = """
-SELECT user_id, item_id, rating FROM ratings_clean WHERE version = $v
-ORDER BY ts, user_id, item_id, rating
+SELECT u.code AS user_code, i.code AS item_code, r.rating FROM ratings_clean r
+JOIN batch_users u ON r.user_id = u.id JOIN batch_items i ON r.item_id = i.id
+WHERE r.version = $v
+ORDER BY r.ts, u.code, i.code, r.rating
 """
 
 # Implicit feedback: every row counts (repeat purchases add up, cancellations offset them),
 # so nothing is deduplicated; times are days since the epoch.
 IMPLICIT_AS_OF_SQL = """
-SELECT user_id, item_id, rating, epoch(ts) / 86400.0 AS days FROM ratings_clean
-WHERE list_contains($lineage, version)
-ORDER BY version, ts, user_id, item_id, rating
+SELECT u.code AS user_code, i.code AS item_code, r.rating, epoch(r.ts) / 86400.0 AS days
+FROM ratings_clean r
+JOIN batch_users u ON r.user_id = u.id JOIN batch_items i ON r.item_id = i.id
+WHERE list_contains($lineage, r.version)
+ORDER BY r.version, r.ts, u.code, i.code, r.rating
 """
 IMPLICIT_DELTA_SQL = """
-SELECT user_id, item_id, rating, epoch(ts) / 86400.0 AS days FROM ratings_clean
-WHERE version = $v ORDER BY ts, user_id, item_id, rating
+SELECT u.code AS user_code, i.code AS item_code, r.rating, epoch(r.ts) / 86400.0 AS days
+FROM ratings_clean r
+JOIN batch_users u ON r.user_id = u.id JOIN batch_items i ON r.item_id = i.id
+WHERE r.version = $v
+ORDER BY r.ts, u.code, i.code, r.rating
 """
 
 # What the gate's held-out users had bought before the delta, left out of their lists
@@ -103,7 +130,10 @@ SELECT user_id, list(item_id) AS items FROM (
 """
 
 #: Replayed (user, item) pairs and their ratings.
-Replay = tuple[np.ndarray, np.ndarray]
+Replay = tuple[Pairs, np.ndarray]
+
+#: The ids of some versions' users and items, in order: what the codes of Pairs refer to.
+Ids = tuple[np.ndarray, np.ndarray]
 
 DECISION_SQL = "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
@@ -166,25 +196,69 @@ def _implicit_params(config: Config) -> dict[str, Any]:
     }
 
 
+def _ids(catalog: Catalog, versions: list[int]) -> Ids:
+    """The distinct user and item ids of ``versions``' clean rows, in order."""
+    params = {"versions": versions}
+    users = catalog.con.execute(USERS_SQL, params).fetchnumpy()["id"]
+    items = catalog.con.execute(ITEMS_SQL, params).fetchnumpy()["id"]
+    return np.asarray(users, dtype=object), np.asarray(items, dtype=object)
+
+
+@contextmanager
+def _registered(catalog: Catalog, ids: Ids) -> Iterator[None]:
+    """``ids`` registered as ``batch_users`` and ``batch_items`` (id, code) for a query."""
+    names = ("batch_users", "batch_items")
+    for name, values in zip(names, ids, strict=True):
+        codes = np.arange(len(values), dtype=np.int32)
+        catalog.con.register(name, {"id": values, "code": codes})
+    try:
+        yield
+    finally:
+        for name in names:
+            catalog.con.unregister(name)
+
+
+def _fetch(
+    catalog: Catalog, sql: str, params: dict[str, Any], ids: Ids
+) -> tuple[Pairs, dict[str, np.ndarray]]:
+    """The query's (user, item) pairs, as codes into ``ids``, and its other columns.
+
+    NOTE: fetched whole, not in batches: training visits every row once per pass, so the
+    rows are held in memory anyway, and DuckDB's batched fetches need pyarrow.
+    """
+    with _registered(catalog, ids):
+        data = catalog.con.execute(sql, params).fetchnumpy()
+    users = np.asarray(data.pop("user_code"), dtype=np.int32)
+    items = np.asarray(data.pop("item_code"), dtype=np.int32)
+    return Pairs(users, items, *ids), data
+
+
+def _arrays(
+    catalog: Catalog, sql: str, params: dict[str, Any], ids: Ids
+) -> tuple[Pairs, np.ndarray]:
+    """The query's (user, item) pairs, as codes into ``ids``, and ratings."""
+    X, data = _fetch(catalog, sql, params, ids)
+    return X, np.asarray(data["rating"], dtype=np.float64)
+
+
 def _implicit_arrays(
-    catalog: Catalog, sql: str, params: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The query's (user, item) pairs, values and times in days, as arrays."""
-    data = catalog.con.execute(sql, params).fetchnumpy()
-    X = np.column_stack([data["user_id"].astype(object), data["item_id"].astype(object)])
+    catalog: Catalog, sql: str, params: dict[str, Any], ids: Ids
+) -> tuple[Pairs, np.ndarray, np.ndarray]:
+    """The query's (user, item) pairs, as codes into ``ids``, values and times in days."""
+    X, data = _fetch(catalog, sql, params, ids)
     values = np.asarray(data["rating"], dtype=np.float64)
     return X, values, np.asarray(data["days"], dtype=np.float64)
 
 
-def _arrays(catalog: Catalog, sql: str, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The query's (user, item) pairs and ratings as arrays.
+def _no_replay() -> Replay:
+    nothing = np.empty(0, dtype=object)
+    codes = np.empty(0, dtype=np.int32)
+    return Pairs(codes, codes, nothing, nothing), np.empty(0, dtype=np.float64)
 
-    NOTE: fetched whole, not in batches: SGD visits every row once per epoch, so the
-    training set is held in memory anyway, and DuckDB's batched fetches need pyarrow.
-    """
-    data = catalog.con.execute(sql, params).fetchnumpy()
-    X = np.column_stack([data["user_id"].astype(object), data["item_id"].astype(object)])
-    return X, np.asarray(data["rating"], dtype=np.float64)
+
+def _pair_keys(X: Pairs) -> np.ndarray:
+    """One int64 per row naming its (user, item) pair among the codes of ``X``'s ids."""
+    return X.users.astype(np.int64) * len(X.item_ids) + X.items
 
 
 def update(
@@ -321,7 +395,10 @@ def _gate(
     if judged and implicit:
         held_out, reasons, figures = _judge_implicit(catalog, rules, base, reference)
     elif judged:
-        X, y = _arrays(catalog, DELTA_SQL, {"v": candidate.version})
+        # A twin fitted afresh leaves the held-out pairs out of all the rows, matched by
+        # their codes, so the delta is read with the codes of every id on the lineage.
+        versions = catalog.lineage() if base is None or replay is None else [candidate.version]
+        X, y = _arrays(catalog, DELTA_SQL, {"v": candidate.version}, _ids(catalog, versions))
         held_out = int(len(y) * config.holdout)
     if held_out and not implicit:
         test = _held_out_rows(catalog, candidate.version, len(y), held_out)
@@ -395,16 +472,12 @@ def _judge_implicit(
     config = catalog.config
     lineage = catalog.lineage()
     version = lineage[-1]
-    X, y, days = _implicit_arrays(catalog, IMPLICIT_DELTA_SQL, {"v": version})
+    # As for ratings: a twin fitted afresh finds the delta's rows by their codes.
+    ids = _ids(catalog, lineage if base is None else [version])
+    X, y, days = _implicit_arrays(catalog, IMPLICIT_DELTA_SQL, {"v": version}, ids)
 
     # The buyers of the delta, in a stable order, and a seeded share of them.
-    net: dict[tuple[Any, Any], float] = {}
-    for (user, item), value in zip(X.tolist(), y.tolist(), strict=True):
-        net[(user, item)] = net.get((user, item), 0.0) + value
-    bought: dict[Any, set[Any]] = {}
-    for (user, item), value in net.items():
-        if value > 0:
-            bought.setdefault(user, set()).add(item)
+    bought = _bought(X, y)
     buyers = sorted(bought, key=str)
     n_held = int(len(buyers) * config.gate.holdout)
     if not n_held:
@@ -412,12 +485,13 @@ def _judge_implicit(
     rng = np.random.default_rng([config.model.seed, len(lineage)])
     held = [buyers[n] for n in sorted(rng.choice(len(buyers), size=n_held, replace=False))]
     held_set = set(held)
-    test = np.fromiter((user in held_set for user in X[:, 0]), dtype=bool, count=len(y))
+    held_codes = [code for code, user in enumerate(X.user_ids.tolist()) if user in held_set]
+    test = np.isin(X.users, held_codes)
 
     # The twin: from the same start as the candidate, without the held-out users' rows.
     current = load_model(catalog, reference) if reference is not None else None
     if base is None:
-        Xa, ya, da = _implicit_arrays(catalog, IMPLICIT_AS_OF_SQL, {"lineage": lineage})
+        Xa, ya, da = _implicit_arrays(catalog, IMPLICIT_AS_OF_SQL, {"lineage": lineage}, ids)
         # Rows of the delta come last in the lineage's order, so the mask is appended.
         keep = np.concatenate([np.ones(len(ya) - len(y), dtype=bool), ~test])
         twin = new_model(config).fit(Xa[keep], ya[keep], times=da[keep])
@@ -445,6 +519,19 @@ def _judge_implicit(
         f"the current model m{reference.model_id}" if reference else "the current model",
     )
     return int(test.sum()), judgement.reasons, judgement.figures
+
+
+def _bought(X: Pairs, values: np.ndarray) -> dict[Any, set[Any]]:
+    """Each user's items of a positive net value (purchases less cancellations) in ``X``."""
+    n_items = len(X.item_ids)
+    pairs, inverse = np.unique(_pair_keys(X), return_inverse=True)
+    # Summed in the rows' order, as a running total per pair would be.
+    net = np.bincount(inverse.ravel(), weights=values, minlength=pairs.size)
+    users, items = np.divmod(pairs[net > 0], n_items)
+    bought: dict[Any, set[Any]] = {}
+    for user, item in zip(X.user_ids[users].tolist(), X.item_ids[items].tolist(), strict=True):
+        bought.setdefault(user, set()).add(item)
+    return bought
 
 
 def _held_out_rows(catalog: Catalog, version: int, rows: int, held_out: int) -> np.ndarray:
@@ -477,9 +564,9 @@ def _finite(figures: dict[str, dict[str, float | None]]) -> dict[str, dict[str, 
 def _twin(
     catalog: Catalog,
     base: ModelRecord | None,
-    fit_X: np.ndarray,
+    fit_X: Pairs,
     fit_y: np.ndarray,
-    test_X: np.ndarray,
+    test_X: Pairs,
     start: Any = None,
     replay: Replay | None = None,
 ) -> Any:
@@ -490,16 +577,20 @@ def _twin(
     """
     config = catalog.config
     if base is None or replay is None:
-        X, y = _arrays(catalog, AS_OF_SQL, {"lineage": catalog.lineage()})
-        held = {(u, i) for u, i in test_X}
-        keep = np.fromiter(((u, i) not in held for u, i in X), dtype=bool, count=len(y))
+        # test_X holds codes of every id on the lineage (see _gate); the rows read with
+        # the same codes name a pair by the same key.
+        ids = (test_X.user_ids, test_X.item_ids)
+        X, y = _arrays(catalog, AS_OF_SQL, {"lineage": catalog.lineage()}, ids)
+        keep = ~np.isin(_pair_keys(X), _pair_keys(test_X))
+        X, y = X[keep], y[keep]
+        del keep
         twin = new_model(config)
-        twin.fit(X[keep], y[keep])
+        twin.fit(X, y)
         return twin
     twin = start if start is not None else load_model(catalog, base)
     twin.set_params(**_refreshed_params(config))
     Xr, yr = replay
-    twin.partial_fit(np.concatenate([fit_X, Xr]), np.concatenate([fit_y, yr]))
+    twin.partial_fit(Pairs.concat(fit_X, Xr), np.concatenate([fit_y, yr]))
     return twin
 
 
@@ -514,17 +605,20 @@ def _replay(catalog: Catalog, version: int, delta_rows: int) -> Replay:
     n = int(round(catalog.config.model.replay_ratio * delta_rows))
     older = catalog.lineage(version)[:-1]
     if not n or not older:
-        return np.empty((0, 2), dtype=object), np.empty(0, dtype=np.float64)
+        return _no_replay()
+    ids = _ids(catalog, older)
     params = {"lineage": older, "seed": catalog.config.model.seed + len(older), "n": n}
     # The hashes are uniform, so about share * rows of them lie below share * HASH_MAX; the
     # margin of ten standard deviations makes a second, unfiltered query all but never needed.
-    (rows,) = catalog.con.execute(OLDER_ROWS_SQL, {"lineage": older}).fetchone() or (0,)
+    # NOTE: fetchall, not fetchone: a result left unfinished makes DuckDB refuse the
+    # connection's next statement or registration.
+    ((rows,),) = catalog.con.execute(OLDER_ROWS_SQL, {"lineage": older}).fetchall()
     share = (n + 10 * math.sqrt(n) + 100) / max(rows, 1)
     if share < 1:
-        X, y = _arrays(catalog, REPLAY_SQL, params | {"cut": int(share * HASH_MAX)})
+        X, y = _arrays(catalog, REPLAY_SQL, params | {"cut": int(share * HASH_MAX)}, ids)
         if len(y) == n:
             return X, y
-    return _arrays(catalog, REPLAY_SQL, params | {"cut": HASH_MAX})
+    return _arrays(catalog, REPLAY_SQL, params | {"cut": HASH_MAX}, ids)
 
 
 def _check_kind(model: Any, config: Config) -> None:
@@ -570,17 +664,18 @@ def _learn_delta(
         # NOTE: no replay sample: ALS solves each user and item of the delta exactly
         # against its whole stored history (the model keeps every pair's net value), so
         # nothing learned before is pulled away by the delta, as SGD on it alone would.
-        X, y, days = _implicit_arrays(catalog, IMPLICIT_DELTA_SQL, {"v": version})
+        ids = _ids(catalog, [version])
+        X, y, days = _implicit_arrays(catalog, IMPLICIT_DELTA_SQL, {"v": version}, ids)
         if progress:
             progress(f"v{version} solving {len(y)} rows")
         model.partial_fit(X, y, times=days)
-        replay: Replay = (np.empty((0, 2), dtype=object), np.empty(0, dtype=np.float64))
+        replay = _no_replay()
         replayed = 0
     else:
-        X, y = _arrays(catalog, DELTA_SQL, {"v": version})
+        X, y = _arrays(catalog, DELTA_SQL, {"v": version}, _ids(catalog, [version]))
         Xr, yr = replay = _replay(catalog, version, len(y))
         replayed = len(yr)
-        X, y = np.concatenate([X, Xr]), np.concatenate([y, yr])
+        X, y = Pairs.concat(X, Xr), np.concatenate([y, yr])
         model.partial_fit(X, y, on_epoch=_epochs(progress, version))
         _check_finite(model, version, config)
     seconds = time.perf_counter() - started
@@ -645,8 +740,9 @@ def _fit_full(
     started = time.perf_counter()
     head = lineage[-1]
     model = new_model(catalog.config)
+    ids = _ids(catalog, lineage)
     if is_implicit(catalog.config):
-        X, y, days = _implicit_arrays(catalog, IMPLICIT_AS_OF_SQL, {"lineage": lineage})
+        X, y, days = _implicit_arrays(catalog, IMPLICIT_AS_OF_SQL, {"lineage": lineage}, ids)
         if not (y > 0).any():
             raise NothingToDo(
                 f"the clean data as of v{head} holds no purchase, only cancellations; "
@@ -656,7 +752,7 @@ def _fit_full(
             progress(f"v{head} fitting {len(y)} rows")
         model.fit(X, y, times=days)
     else:
-        X, y = _arrays(catalog, AS_OF_SQL, {"lineage": lineage})
+        X, y = _arrays(catalog, AS_OF_SQL, {"lineage": lineage}, ids)
         model.fit(X, y, on_epoch=_epochs(progress, head))
         _check_finite(model, head, catalog.config)
     seconds = time.perf_counter() - started
