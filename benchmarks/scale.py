@@ -253,7 +253,13 @@ def storage(catalog: Path) -> list[tuple[str, float]]:
     import duckdb
 
     with duckdb.connect(str(catalog), read_only=True) as con:
-        tables = [t for (t,) in con.execute("SHOW TABLES").fetchall()]
+        # Views (ratings_raw, ratings_clean) hold no rows of their own.
+        tables = [
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+            ).fetchall()
+        ]
         sizes = []
         for table in tables:
             blocks = con.execute(

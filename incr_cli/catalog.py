@@ -30,9 +30,28 @@ from .errors import CatalogBusy, IncrError, IntegrityError, UsageError, VersionN
 log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG = Path(".incr") / "catalog.duckdb"
-SCHEMA_VERSION = "1"
-# The table the schema gained last: a catalog without it is created or completed.
-NEWEST_TABLE = "gate_decisions"
+SCHEMA_VERSION = "2"
+# The table the schema gained last: a catalog without it is created, completed or moved to
+# the current layout.
+NEWEST_TABLE = "raw_rows"
+
+# The columns of raw_rows from rows of (version, line, user_id, item_id, rating, ts), read
+# from {rows}. An id's integer is kept only when it gives back the very same text.
+RAW_ROWS_SQL = """
+SELECT version, line,
+       user_n, CASE WHEN user_n IS NULL THEN user_id END,
+       item_n, CASE WHEN item_n IS NULL THEN item_id END,
+       rating, (us - ts_us) // 1000000, ts_us
+FROM (
+    SELECT *,
+        CASE WHEN CAST(TRY_CAST(user_id AS BIGINT) AS VARCHAR) = user_id
+            THEN TRY_CAST(user_id AS BIGINT) END AS user_n,
+        CASE WHEN CAST(TRY_CAST(item_id AS BIGINT) AS VARCHAR) = item_id
+            THEN TRY_CAST(item_id AS BIGINT) END AS item_n,
+        CAST(((us % 1000000) + 1000000) % 1000000 AS INTEGER) AS ts_us
+    FROM (SELECT *, epoch_us(ts) AS us FROM ({rows}))
+)
+"""
 
 
 Params = Sequence[Any] | Mapping[str, Any]
@@ -242,12 +261,45 @@ def _apply_runtime(con: duckdb.DuckDBPyConnection, config: Config) -> None:
 def _create(con: duckdb.DuckDBPyConnection) -> None:
     schema = resources.files("incr_cli").joinpath("sql/schema.sql").read_text()
     con.execute("BEGIN TRANSACTION")
+    old = _rename_old_layout(con)
     con.execute(schema)
+    if old:
+        _move_old_rows(con)
     con.execute(
         "INSERT OR IGNORE INTO meta VALUES ('schema', ?), ('last_version', '0'), ('created_at', ?)",
         [SCHEMA_VERSION, now().isoformat()],
     )
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema'", [SCHEMA_VERSION])
     con.execute("COMMIT")
+
+
+def _rename_old_layout(con: duckdb.DuckDBPyConnection) -> bool:
+    """Rename the tables of the first layout, where ratings_raw and ratings_clean were
+    tables rather than views, out of the views' way; True if there were any."""
+    kind = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = 'ratings_raw'"
+    ).fetchone()
+    if kind is None or kind[0] != "BASE TABLE":
+        return False
+    con.execute("ALTER TABLE ratings_raw RENAME TO ratings_raw_old")
+    # Their clean rows stay as they were, whole, in the table the views read them from.
+    con.execute("ALTER TABLE ratings_clean RENAME TO clean_rows")
+    return True
+
+
+def _move_old_rows(con: duckdb.DuckDBPyConnection) -> None:
+    """Store the first layout's raw rows compactly; its clean rows stay whole."""
+    con.execute(
+        "INSERT INTO raw_rows "
+        + RAW_ROWS_SQL.format(rows="SELECT * FROM ratings_raw_old ORDER BY rowid")
+    )
+    con.execute("DROP TABLE ratings_raw_old")
+    # Every raw row of a version cleaned then is marked removed, so that only its whole
+    # clean rows are read.
+    con.execute(
+        "INSERT INTO clean_changes SELECT version, line, NULL FROM raw_rows "
+        "WHERE version IN (SELECT version FROM stages WHERE stage = 'clean')"
+    )
 
 
 class _Lock:

@@ -196,9 +196,11 @@ def _clean_one(catalog: Catalog, version: int, rules: tuple[str, dict[str, objec
     cancellations: dict[str, int] = {}
     if implicit:
         cancellations = _cancellations(catalog, version, config.cancellations)
+    # Only what clean changed is stored: the rows it kept as they were are read from the
+    # raw rows (see the view ratings_clean).
     con.execute(
-        "INSERT INTO ratings_clean SELECT version, user_id, item_id, value, ts "
-        "FROM cleaning WHERE why IS NULL ORDER BY ts, line"
+        "INSERT INTO clean_changes SELECT version, line, CASE WHEN why IS NULL THEN value END "
+        "FROM cleaning WHERE why IS NOT NULL OR value <> rating ORDER BY line"
     )
     con.execute(
         "INSERT INTO clean_removed SELECT $version, why, count(*) FROM cleaning "

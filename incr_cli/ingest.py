@@ -34,7 +34,7 @@ from pathlib import Path
 import duckdb
 
 from . import __version__
-from .catalog import Catalog, now
+from .catalog import RAW_ROWS_SQL, Catalog, now
 from .config import Columns, IngestConfig
 from .errors import BadInput, NothingToDo
 from .sources import (
@@ -1054,9 +1054,12 @@ def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileR
     # Rows are stored in the order of their lines; sorting them is needed only when
     # checking them did not keep that order.
     numbering["version"] = version
+    accepted = RAW_ROWS_SQL.format(
+        rows=f"WITH {numbered} SELECT $version AS version, line, user_id, item_id, rating, ts "
+        "FROM numbered WHERE reason IS NULL" + ("" if ordered else " ORDER BY line")
+    )
     for sql in (
-        f"INSERT INTO ratings_raw WITH {numbered} SELECT $version, line, user_id, item_id, "
-        "rating, ts FROM numbered WHERE reason IS NULL" + ("" if ordered else " ORDER BY line"),
+        f"INSERT INTO raw_rows {accepted}",
         f"INSERT INTO rejects WITH {numbered} "
         "SELECT $version, line, reason, raw FROM numbered WHERE reason IS NOT NULL",
     ):

@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 # Tables whose rows belong to one version, and so go with it in gc.
 VERSIONED_TABLES = (
-    "ratings_raw",
+    "raw_rows",
     "rejects",
-    "ratings_clean",
+    "clean_changes",
+    "clean_rows",
     "clean_removed",
     "user_features",
     "item_features",

@@ -157,7 +157,7 @@ def test_ctrl_c_during_a_query_of_clean_exits_130_and_changes_nothing(
 
     def endless_clean(catalog: Catalog, *args: object, **kwargs: object) -> None:
         with catalog.transaction():
-            catalog.con.execute("DELETE FROM ratings_raw")
+            catalog.con.execute("DELETE FROM raw_rows")
             # A query that would run for minutes, interrupted the way DuckDB's client does
             # on Ctrl-C. NOTE: a real SIGINT is left to Python's handler, which runs only
             # between bytecodes, so during a long query it may not be seen at all.

@@ -102,9 +102,9 @@ def test_featurize_reads_the_previous_features_and_the_new_delta_only(catalog, d
     _load(cat, deltas[:3])
     ingest_files(cat, deltas[3:4])
     clean_pending(cat)
-    # With the older clean deltas gone, only the stored features can carry their totals.
+    # With the older deltas gone, only the stored features can carry their totals.
     with cat.transaction():
-        cat.con.execute("DELETE FROM ratings_clean WHERE version < 4")
+        cat.con.execute("DELETE FROM raw_rows WHERE version < 4")
 
     featurize_pending(cat)
 

@@ -42,7 +42,7 @@ def test_lines_are_numbered_alike_with_few_or_many_gaps(
 
     ingest_files(cat, [folder])
 
-    lines = [line for (line,) in cat.rows("SELECT line FROM ratings_raw ORDER BY rowid")]
+    lines = [line for (line,) in cat.rows("SELECT line FROM raw_rows ORDER BY rowid")]
     rejects = cat.rows("SELECT line, reason FROM rejects ORDER BY line")
     # File 1: three lines before the first row, an empty line after u0, u7, ..., u35.
     expected = []
@@ -80,7 +80,7 @@ def test_rows_are_stored_in_line_order_when_files_are_staged_out_of_order(
     ingest_files(cat, [folder])
 
     # a.csv and c.csv are read together, before b.csv.gz; the rows still follow the lines.
-    assert cat.rows("SELECT line, user_id FROM ratings_raw ORDER BY rowid") == [
+    assert cat.rows("SELECT line, user_s FROM raw_rows ORDER BY rowid") == [
         (2, "a"),
         (3, "a"),
         (5, "b"),

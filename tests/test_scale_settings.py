@@ -18,7 +18,14 @@ from incr_cli.ingest import ingest_files
 OpenCatalog = Callable[..., Catalog]
 WriteFile = Callable[..., Path]
 
-DATA_TABLES = ("ratings_raw", "rejects", "ratings_clean", "user_features", "item_features")
+DATA_TABLES = (
+    "raw_rows",
+    "rejects",
+    "clean_changes",
+    "clean_rows",
+    "user_features",
+    "item_features",
+)
 
 
 def test_temp_directory_reaches_duckdb(tmp_path: Path) -> None:

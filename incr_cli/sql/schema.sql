@@ -42,14 +42,29 @@ CREATE TABLE IF NOT EXISTS head_moves (
     command VARCHAR NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS ratings_raw (
+-- The rows ingest accepted, in a compact layout; read them through the view ratings_raw.
+-- An id whose text is a canonical integer is stored as that integer (user_n), any other
+-- id as its text (user_s), so that '007' stays '007'; a time as whole seconds since the
+-- epoch and the microseconds past them, which compress far better than microseconds.
+CREATE TABLE IF NOT EXISTS raw_rows (
     version INTEGER NOT NULL,
     line BIGINT NOT NULL,
-    user_id VARCHAR NOT NULL,
-    item_id VARCHAR NOT NULL,
+    user_n BIGINT,
+    user_s VARCHAR,
+    item_n BIGINT,
+    item_s VARCHAR,
     rating DOUBLE NOT NULL,
-    ts TIMESTAMP NOT NULL
+    ts_s BIGINT NOT NULL,
+    ts_us INTEGER NOT NULL
 );
+
+CREATE OR REPLACE VIEW ratings_raw AS
+SELECT version, line,
+       coalesce(user_s, CAST(user_n AS VARCHAR)) AS user_id,
+       coalesce(item_s, CAST(item_n AS VARCHAR)) AS item_id,
+       rating,
+       make_timestamp(ts_s * 1000000 + ts_us) AS ts
+FROM raw_rows;
 
 CREATE TABLE IF NOT EXISTS rejects (
     version INTEGER NOT NULL,
@@ -58,13 +73,34 @@ CREATE TABLE IF NOT EXISTS rejects (
     raw VARCHAR
 );
 
-CREATE TABLE IF NOT EXISTS ratings_clean (
+-- What clean changed in a version's raw rows: a row it removed (value NULL) or the new
+-- value of a row it kept (a purchase reduced by a cancellation). The rows it kept as they
+-- were are not stored again: ratings_clean reads them from raw_rows.
+CREATE TABLE IF NOT EXISTS clean_changes (
+    version INTEGER NOT NULL,
+    line BIGINT NOT NULL,
+    value DOUBLE
+);
+
+-- Clean rows stored whole, as catalogs made before clean_changes held them.
+CREATE TABLE IF NOT EXISTS clean_rows (
     version INTEGER NOT NULL,
     user_id VARCHAR NOT NULL,
     item_id VARCHAR NOT NULL,
     rating DOUBLE NOT NULL,
     ts TIMESTAMP NOT NULL
 );
+
+-- The clean rows of every cleaned version: its raw rows less those clean removed, with the
+-- values clean changed.
+CREATE OR REPLACE VIEW ratings_clean AS
+SELECT r.version, r.user_id, r.item_id, coalesce(c.value, r.rating) AS rating, r.ts
+FROM ratings_raw r
+LEFT JOIN clean_changes c ON c.version = r.version AND c.line = r.line
+WHERE r.version IN (SELECT version FROM stages WHERE stage = 'clean')
+    AND (c.line IS NULL OR c.value IS NOT NULL)
+UNION ALL
+SELECT version, user_id, item_id, rating, ts FROM clean_rows;
 
 -- What clean removed, per version and reason.
 CREATE TABLE IF NOT EXISTS clean_removed (
