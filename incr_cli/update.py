@@ -80,15 +80,14 @@ ORDER BY r.version, r.ts, u.code, i.code
 # a new version, is drawn exactly as it was the first time. Rows whose hash is above $cut
 # cannot be among the first n when at least n rows are below it; filtering them out first
 # spares sorting the whole table (see _replay).
+# The sample's ids come back as strings: it is a few times the delta's size, and the ids
+# of every older version, to encode it, would cost a scan of all the rows for each delta.
 # NOTE: every ORDER BY here is total: DuckDB reads and joins in parallel, so rows that tie
 # come back in any order, and the order of the rows is the order SGD learns them in.
 REPLAY_SQL = """
-SELECT u.code AS user_code, i.code AS item_code, r.rating FROM ratings_clean r
-JOIN batch_users u ON r.user_id = u.id JOIN batch_items i ON r.item_id = i.id
-WHERE list_contains($lineage, r.version)
-    AND hash(r.user_id, r.item_id, r.ts, r.rating, $seed) <= $cut
-ORDER BY hash(r.user_id, r.item_id, r.ts, r.rating, $seed), r.ts, u.code, i.code, r.rating,
-    r.version
+SELECT user_id, item_id, rating FROM ratings_clean
+WHERE list_contains($lineage, version) AND hash(user_id, item_id, ts, rating, $seed) <= $cut
+ORDER BY hash(user_id, item_id, ts, rating, $seed), ts, user_id, item_id, rating, version
 LIMIT $n
 """
 OLDER_ROWS_SQL = "SELECT count(*) FROM ratings_clean WHERE list_contains($lineage, version)"
@@ -606,7 +605,6 @@ def _replay(catalog: Catalog, version: int, delta_rows: int) -> Replay:
     older = catalog.lineage(version)[:-1]
     if not n or not older:
         return _no_replay()
-    ids = _ids(catalog, older)
     params = {"lineage": older, "seed": catalog.config.model.seed + len(older), "n": n}
     # The hashes are uniform, so about share * rows of them lie below share * HASH_MAX; the
     # margin of ten standard deviations makes a second, unfiltered query all but never needed.
@@ -615,10 +613,17 @@ def _replay(catalog: Catalog, version: int, delta_rows: int) -> Replay:
     ((rows,),) = catalog.con.execute(OLDER_ROWS_SQL, {"lineage": older}).fetchall()
     share = (n + 10 * math.sqrt(n) + 100) / max(rows, 1)
     if share < 1:
-        X, y = _arrays(catalog, REPLAY_SQL, params | {"cut": int(share * HASH_MAX)}, ids)
+        X, y = _sample(catalog, params | {"cut": int(share * HASH_MAX)})
         if len(y) == n:
             return X, y
-    return _arrays(catalog, REPLAY_SQL, params | {"cut": HASH_MAX}, ids)
+    return _sample(catalog, params | {"cut": HASH_MAX})
+
+
+def _sample(catalog: Catalog, params: dict[str, Any]) -> Replay:
+    """The rows of REPLAY_SQL, encoded here."""
+    data = catalog.con.execute(REPLAY_SQL, params).fetchnumpy()
+    X = np.column_stack([data["user_id"].astype(object), data["item_id"].astype(object)])
+    return Pairs.from_ids(X), np.asarray(data["rating"], dtype=np.float64)
 
 
 def _check_kind(model: Any, config: Config) -> None:
