@@ -35,13 +35,13 @@ SCHEMA_VERSION = "2"
 # the current layout.
 NEWEST_TABLE = "raw_rows"
 
-# The columns of raw_rows from rows of (version, line, user_id, item_id, rating, ts), read
-# from {rows}. An id's integer is kept only when it gives back the very same text.
+# The columns {keep} of {rows}, then those of raw_rows from its user_id, item_id, rating
+# and ts. An id's integer is kept only when it gives back the very same text.
 RAW_ROWS_SQL = """
-SELECT version, line,
-       user_n, CASE WHEN user_n IS NULL THEN user_id END,
-       item_n, CASE WHEN item_n IS NULL THEN item_id END,
-       rating, (us - ts_us) // 1000000, ts_us
+SELECT {keep},
+       user_n, CASE WHEN user_n IS NULL THEN user_id END AS user_s,
+       item_n, CASE WHEN item_n IS NULL THEN item_id END AS item_s,
+       rating, (us - ts_us) // 1000000 AS ts_s, ts_us
 FROM (
     SELECT *,
         CASE WHEN CAST(TRY_CAST(user_id AS BIGINT) AS VARCHAR) = user_id
@@ -291,7 +291,9 @@ def _move_old_rows(con: duckdb.DuckDBPyConnection) -> None:
     """Store the first layout's raw rows compactly; its clean rows stay whole."""
     con.execute(
         "INSERT INTO raw_rows "
-        + RAW_ROWS_SQL.format(rows="SELECT * FROM ratings_raw_old ORDER BY rowid")
+        + RAW_ROWS_SQL.format(
+            keep="version, line", rows="SELECT * FROM ratings_raw_old ORDER BY rowid"
+        )
     )
     con.execute("DROP TABLE ratings_raw_old")
     # Every raw row of a version cleaned then is marked removed, so that only its whole

@@ -482,10 +482,12 @@ SELECT {keep}, user_id, item_id, rating, ts, reason,
 FROM judged
 """
 
+# The staged rows are already in the layout of raw_rows, so that each row's id text and
+# time are turned into it once, while they are read.
 CSV_STAGING_SQL = """
 CREATE TEMP TABLE staging (
-    file INTEGER, user_id VARCHAR, item_id VARCHAR, rating DOUBLE, ts TIMESTAMP,
-    reason VARCHAR, raw VARCHAR
+    file INTEGER, reason VARCHAR, raw VARCHAR, user_n BIGINT, user_s VARCHAR, item_n BIGINT,
+    item_s VARCHAR, rating DOUBLE, ts_s BIGINT, ts_us INTEGER
 )
 """
 
@@ -692,9 +694,8 @@ def _stage_csv(
     paths = [str(file) for file in source.files]
     names = {f"c{i}": "VARCHAR" for i in range(layout.n_columns)}
     judge, params = _judge_sql(layout, config, ingest_time, parquet=False)
-    sql = "INSERT INTO staging " + judge.format(
-        source=CSV_READ_SQL.format(columns=", ".join(names)), keep="file"
-    )
+    judged = judge.format(source=CSV_READ_SQL.format(columns=", ".join(names)), keep="file")
+    sql = "INSERT INTO staging " + RAW_ROWS_SQL.format(keep="file, reason, raw", rows=judged)
     con.execute(CSV_STAGING_SQL)
     # One read_csv over each list of files read alike. NOTE: DuckDB would take an empty
     # first line for the header, so leading empty lines are skipped (its line numbers
@@ -747,7 +748,10 @@ def _stage_parquet(
         columns=", ".join(columns),
         casts=", ".join(f"CAST({c} AS VARCHAR) AS {c}" for c in columns),
     )
-    sql = "CREATE TEMP TABLE staging AS " + judge.format(source=read, keep="file, line")
+    judged = judge.format(source=read, keep="file, line")
+    sql = "CREATE TEMP TABLE staging AS " + RAW_ROWS_SQL.format(
+        keep="file, line, reason, raw", rows=judged
+    )
     params |= {"paths": [str(file) for file in source.files], "offsets": offsets}
     # NOTE: a Parquet time with a zone turns into text in the session's zone: UTC.
     with _utc_session(con, config.timezone):
@@ -1054,12 +1058,10 @@ def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileR
     # Rows are stored in the order of their lines; sorting them is needed only when
     # checking them did not keep that order.
     numbering["version"] = version
-    accepted = RAW_ROWS_SQL.format(
-        rows=f"WITH {numbered} SELECT $version AS version, line, user_id, item_id, rating, ts "
-        "FROM numbered WHERE reason IS NULL" + ("" if ordered else " ORDER BY line")
-    )
     for sql in (
-        f"INSERT INTO raw_rows {accepted}",
+        f"INSERT INTO raw_rows WITH {numbered} SELECT $version, line, user_n, user_s, item_n, "
+        "item_s, rating, ts_s, ts_us FROM numbered WHERE reason IS NULL"
+        + ("" if ordered else " ORDER BY line"),
         f"INSERT INTO rejects WITH {numbered} "
         "SELECT $version, line, reason, raw FROM numbered WHERE reason IS NOT NULL",
     ):
