@@ -488,9 +488,10 @@ class ImplicitMF(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, 2)
-            Raw ``(user, item)`` ids; any hashable values. A pair may appear in several
-            rows (e.g. one per day it was bought); its strengths add up.
+        X : array-like of shape (n_samples, 2), or Pairs
+            Raw ``(user, item)`` ids, any hashable values, or their codes as ``Pairs``
+            (the same model, with less memory for millions of rows). A pair may appear in
+            several rows (e.g. one per day it was bought); its strengths add up.
         weights : array-like of shape (n_samples,), optional
             Weight of each row (e.g. a quantity), 1 when omitted; a negative weight
             cancels that much of the pair's earlier rows, a weight of 0 changes nothing.
@@ -577,8 +578,8 @@ class ImplicitMF(BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, 2)
-            Raw ``(user, item)`` ids; may include ids never seen before.
+        X : array-like of shape (n_samples, 2), or Pairs
+            Raw ``(user, item)`` ids, or ``Pairs``; may include ids never seen before.
         weights : array-like of shape (n_samples,), optional
             Weight of each row (e.g. a quantity), 1 when omitted; a negative weight
             cancels that much of the pair's earlier rows, a weight of 0 changes nothing.
