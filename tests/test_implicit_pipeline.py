@@ -1,7 +1,8 @@
 """update, the gate, evaluate and recommend for implicit feedback, on hand-made deltas.
 
-Every row is a purchase of ``value`` units at a time in days; a negative value is a
-cancellation. The figures of the baselines are worked out by hand from the rows below.
+Every row is a purchase of ``value`` units at a time in days, read with ``ingest.feedback:
+quantity``; a negative value is a cancellation. The figures of the baselines are worked
+out by hand from the rows below.
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from incr_cli import evaluate as evaluate_module
-from incr_cli import recommend as recommend_module
-from incr_cli import update as update_module
 from incr_cli.artifacts import load_model, serving_model
-from incr_cli.catalog import Catalog
+from incr_cli.catalog import Catalog, Invocation, open_catalog
 from incr_cli.clean import clean_pending
 from incr_cli.config import Config, load_config
 from incr_cli.errors import ConfigError, GateRefused, UsageError
@@ -40,27 +38,15 @@ V2 = [("u1", "b", 1, 12), ("u1", "c", 1, 12), ("u2", "a", 1, 12), ("u4", "e", 1,
 
 
 def implicit_config(**sections: dict) -> Config:
-    """A config for quantities: values of any sign, every row kept, k = 3."""
-    data: dict = {
-        "ingest": {"rating_min": -1000, "rating_max": 1000},
-        "clean": {"dedupe": "none"},
-        "evaluate": {"k": 3, "exclude_seen": False},
-    }
+    """A config for quantities, k = 3, bought items kept as candidates."""
+    data: dict = {"ingest": {"feedback": "quantity"}, "evaluate": {"k": 3, "exclude_seen": False}}
     for name, values in sections.items():
         data[name] = data.get(name, {}) | values
     return Config.model_validate(data)
 
 
-@pytest.fixture(autouse=True)
-def quantities(monkeypatch: pytest.MonkeyPatch) -> None:
-    # NOTE: every config of these tests means implicit feedback; is_implicit is what
-    # reads ingest.feedback, so it stands for a config with feedback: quantity.
-    for module in (update_module, evaluate_module, recommend_module):
-        monkeypatch.setattr(module, "is_implicit", lambda config: True)
-
-
-def rows_file(write_file: WriteFile, name: str, rows: list[tuple]) -> Path:
-    lines = ["user_id,item_id,rating,timestamp"]
+def rows_file(write_file: WriteFile, name: str, rows: list[tuple], value: str = "quantity") -> Path:
+    lines = [f"user_id,item_id,{value},timestamp"]
     lines += [f"{u},{i},{v},{START + d * DAY}" for u, i, v, d in rows]
     return write_file(name, "\n".join(lines) + "\n")
 
@@ -153,17 +139,19 @@ def test_the_gate_refuses_an_implicit_candidate_below_its_ndcg_bound(
 
 
 def test_a_rating_model_is_not_updated_as_an_implicit_one(
-    catalog: OpenCatalog, write_file: WriteFile, monkeypatch: pytest.MonkeyPatch
+    write_file: WriteFile, tmp_path: Path
 ) -> None:
-    cat = catalog(implicit_config())
-    monkeypatch.setattr(update_module, "is_implicit", lambda config: False)
-    learn(cat, write_file, V1)
-    monkeypatch.setattr(update_module, "is_implicit", lambda config: True)
-    models = cat.one("SELECT count(*) FROM models")
+    path = tmp_path / "switched" / "catalog.duckdb"
+    with open_catalog(path, Config(), Invocation("test"), write=True) as cat:
+        ingest_files(cat, [rows_file(write_file, "v1.csv", V1, value="rating")])
+        clean_pending(cat)
+        update(cat)
 
-    with pytest.raises(UsageError, match="update --full"):
-        learn(cat, write_file, V2)
-    assert cat.one("SELECT count(*) FROM models") == models
+    with open_catalog(path, implicit_config(), Invocation("test"), write=True) as cat:
+        models = cat.one("SELECT count(*) FROM models")
+        with pytest.raises(UsageError, match="update --full"):
+            learn(cat, write_file, V2)
+        assert cat.one("SELECT count(*) FROM models") == models
 
 
 def _ndcg(hit_ranks: list[int], relevant: int, k: int = 3) -> float:
