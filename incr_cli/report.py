@@ -77,7 +77,16 @@ _COUNTS = {"rows", "k", "users_ranked", "users_skipped", "mean"}
 
 # Display order of the names known today; any other stored name follows, sorted.
 _METRIC_ORDER = ("rmse", "mae", "precision", "recall", "f1", "ndcg", "map", "hit_rate")
-_SYSTEM_ORDER = ("model", "full_retrain", "incremental", "biases", "global_mean")
+_SYSTEM_ORDER = (
+    "model",
+    "full_retrain",
+    "incremental",
+    "biases",
+    "global_mean",
+    "most_popular",
+    "recently_popular",
+    "buy_again",
+)
 
 
 @dataclass
@@ -244,6 +253,19 @@ _HOW_TO_READ = (
     "earlier data. Lower RMSE and MAE are better; higher precision, recall, F1, NDCG, MAP, "
     "hit rate and coverage are better; lower stability churn is smoother."
 )
+# Implicit feedback has no rating to predict: every figure is about the ranked lists.
+_HOW_TO_READ_RANKING = (
+    "How to read this: the figures are test-then-train. For each delta, the model trained "
+    "before it ranks the top k items for every user of the delta, and what the user bought "
+    "there (net of cancellations) is relevant; the baselines rank from the same earlier "
+    "data. Higher precision, recall, F1, NDCG, MAP, hit rate and coverage are better; "
+    "lower stability churn is smoother."
+)
+
+
+def _how_to_read(result: ReportResult) -> str:
+    rating_errors = {"rmse", "mae"} & set(result.metrics)
+    return _HOW_TO_READ if rating_errors else _HOW_TO_READ_RANKING
 
 
 def _markdown(catalog: Catalog, head: int, result: ReportResult, charts: dict[str, str]) -> str:
@@ -254,7 +276,7 @@ def _markdown(catalog: Catalog, head: int, result: ReportResult, charts: dict[st
         f"- Catalog: `{catalog.path}`",
         f"- Head: v{head}",
         "",
-        _HOW_TO_READ,
+        _how_to_read(result),
     ]
     for title, headings, keys in _tables(result):
         lines += ["", f"## {title}", "", "| " + " | ".join(headings) + " |"]
@@ -283,7 +305,7 @@ def _html(catalog: Catalog, head: int, result: ReportResult, charts: dict[str, s
         f"<h1>Evaluation report, v{head}</h1>",
         f"<p>Date: {now():%Y-%m-%d %H:%M} UTC. Catalog: <code>{esc(str(catalog.path))}</code>. "
         f"Head: v{head}.</p>",
-        f"<p>{esc(_HOW_TO_READ)}</p>",
+        f"<p>{esc(_how_to_read(result))}</p>",
     ]
     for title, headings, keys in _tables(result):
         parts.append(f"<section><h2>{esc(title)}</h2><table><tr>")

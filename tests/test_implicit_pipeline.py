@@ -17,6 +17,7 @@ import pytest
 from incr_cli.artifacts import load_model, serving_model
 from incr_cli.catalog import Catalog, Invocation, open_catalog
 from incr_cli.clean import clean_pending
+from incr_cli.cli import main
 from incr_cli.config import Config, load_config
 from incr_cli.errors import ConfigError, GateRefused, UsageError
 from incr_cli.evaluate import evaluate
@@ -229,3 +230,29 @@ def test_model_implicit_settings_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model.implicit.reg"):
         load_config(path)
     assert np.isclose(load_config(None).model.implicit.alpha, 3.0)
+
+
+def test_evaluate_prints_ranking_figures_and_no_rating_errors(
+    tmp_path: Path, write_file: WriteFile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "shop.yaml"
+    config.write_text("ingest:\n  feedback: quantity\nevaluate:\n  k: 3\n  exclude_seen: false\n")
+    where = ["--catalog", str(tmp_path / "cli" / "catalog.duckdb"), "--config", str(config)]
+    for n, rows in enumerate((V1, V2)):
+        for step in (["ingest", str(rows_file(write_file, f"cli{n}.csv", rows))], ["clean"]):
+            assert main([*step, *where, "--quiet"]) == 0
+        assert main(["update", *where, "--quiet"]) == 0
+    capsys.readouterr()
+    report = tmp_path / "report.md"
+
+    assert main(["evaluate", "--report", "--output", str(report), *where]) == 0
+    printed = capsys.readouterr().out
+    assert "v2: 4 rows, 3 users ranked, model of v1" in printed
+    for heading in ("precision@3", "ndcg@3", "hit_rate@3", "buy_again"):
+        assert heading in printed
+    for wrong in ("rmse", "mae", "ratings"):
+        assert wrong not in printed
+    for written in (report, report.with_suffix(".html")):
+        text = written.read_text(encoding="utf-8")
+        assert "what the user bought" in text and "ndcg" in text
+        assert "RMSE" not in text and "ratings" not in text

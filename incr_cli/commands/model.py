@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from ..catalog import parse_version
+from ..config import is_implicit
 from ..errors import UsageError
 from ..report import DATA_COLUMNS
 from ..report import report as write_report
@@ -25,6 +26,9 @@ from ._common import (
     fmt,
     session,
 )
+
+if TYPE_CHECKING:
+    from ..evaluate import EvaluateResult
 
 
 def update(
@@ -124,21 +128,10 @@ def evaluate(
     args = {"model": model, "report": report, "output": output, "save": save}
     with session(common, "evaluate", args, write=save) as cat:
         result = evaluate_model(cat, model_version=version, save=save)
+        implicit = is_implicit(cat.config)
         summary = write_report(cat, output) if report else None
 
-    figures = result.metrics
-    table = Table(
-        title=f"v{result.version}: {result.rows} ratings, model of v{result.model_version}"
-    )
-    table.add_column("system")
-    names = ["rmse", "mae", "precision", "recall", "f1", "ndcg", "map", "hit_rate"]
-    names += ["coverage", "stability"]
-    for name in names:
-        at_k = name in ("precision", "recall", "f1", "ndcg", "map", "hit_rate")
-        table.add_column(f"{name}@{result.k}" if at_k else name, justify="right")
-    for system, values in figures.items():
-        table.add_row(system, *(fmt(values.get(name)) for name in names))
-    out.table(table)
+    out.table(_evaluation_table(result, implicit))
     if summary is not None:
         # One row per figure and one column per version, each value with its change.
         report_table = Table(title="the head's lineage: each figure and its change")
@@ -156,6 +149,33 @@ def evaluate(
         out.table(report_table)
         out.line(f"report written to {summary.path} and {summary.html_path}")
     out.result({"evaluation": result, "report": summary})
+
+
+# Ranking figures at k, then the figures of all the lists together.
+RANKING_COLUMNS = ("precision", "recall", "f1", "ndcg", "map", "hit_rate")
+LIST_COLUMNS = ("coverage", "stability")
+
+
+def _evaluation_table(result: EvaluateResult, implicit: bool) -> Table:
+    """One row per system; rating errors only where there are ratings to predict."""
+    if implicit:
+        # NOTE: an implicit model predicts no value, so RMSE and MAE have no meaning.
+        title = (
+            f"v{result.version}: {result.rows} rows, {result.users_ranked} users ranked, "
+            f"model of v{result.model_version}"
+        )
+        names = [*RANKING_COLUMNS, *LIST_COLUMNS]
+    else:
+        title = f"v{result.version}: {result.rows} ratings, model of v{result.model_version}"
+        names = ["rmse", "mae", *RANKING_COLUMNS, *LIST_COLUMNS]
+    table = Table(title=title)
+    table.add_column("system")
+    for name in names:
+        heading = f"{name}@{result.k}" if name in RANKING_COLUMNS else name
+        table.add_column(heading, justify="right")
+    for system, values in result.metrics.items():
+        table.add_row(system, *(fmt(values.get(name)) for name in names))
+    return table
 
 
 def _with_change(value: float | None, change: float | None) -> str:
