@@ -67,7 +67,13 @@ _RANKING_NAMES = ("precision", "recall", "f1", "ndcg", "map", "hit_rate")
 DELTA_SQL = "SELECT user_id, item_id, rating FROM ratings_clean WHERE version = $version"
 
 # The global-mean baseline: every clean rating on the lineage up to the parent.
-GLOBAL_MEAN_SQL = "SELECT avg(rating) FROM ratings_clean WHERE list_contains($history, version)"
+# NOTE: the sums of the baselines are taken in DECIMAL, which adds exactly: DuckDB adds
+# doubles in whatever order its threads meet the rows, so a double sum can differ in its
+# last bits from run to run, and the same data must give the same figures.
+GLOBAL_MEAN_SQL = """
+SELECT CAST(avg(CAST(rating AS DECIMAL(38, 12))) AS DOUBLE)
+FROM ratings_clean WHERE list_contains($history, version)
+"""
 
 # Items the parent's data knows, most rated first; ties go by id so the list is stable.
 POPULAR_SQL = """
@@ -79,7 +85,8 @@ GROUP BY item_id ORDER BY count(*) DESC, item_id
 # b_i = sum(r - mu) / (item_damping + n_i), then b_u = sum(r - mu - b_i) / (user_damping + n_u).
 # Items come best first (ties by id), which is also the baseline's ranking for every user.
 ITEM_BIAS_SQL = """
-SELECT item_id, sum(rating - $mu) / ($item_damping + count(*)) AS bias
+SELECT item_id, CAST(sum(CAST(rating - $mu AS DECIMAL(38, 12))) AS DOUBLE)
+       / ($item_damping + count(*)) AS bias
 FROM ratings_clean WHERE list_contains($history, version)
 GROUP BY item_id ORDER BY bias DESC, item_id
 """
@@ -89,10 +96,12 @@ WITH history AS (
     SELECT user_id, item_id, rating FROM ratings_clean WHERE list_contains($history, version)
 ),
 item_bias AS (
-    SELECT item_id, sum(rating - $mu) / ($item_damping + count(*)) AS bias
+    SELECT item_id, CAST(sum(CAST(rating - $mu AS DECIMAL(38, 12))) AS DOUBLE)
+           / ($item_damping + count(*)) AS bias
     FROM history GROUP BY item_id
 )
-SELECT h.user_id, sum(h.rating - $mu - b.bias) / ($user_damping + count(*)) AS bias
+SELECT h.user_id, CAST(sum(CAST(h.rating - $mu - b.bias AS DECIMAL(38, 12))) AS DOUBLE)
+       / ($user_damping + count(*)) AS bias
 FROM history h JOIN item_bias b USING (item_id)
 GROUP BY h.user_id
 """
