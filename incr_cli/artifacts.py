@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .catalog import Catalog, describe_environment, now
+from .config import Config, is_implicit
 from .errors import IntegrityError, UsageError
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,24 @@ def model_at(catalog: Catalog, version: int, kind: str | None = None) -> ModelRe
         [version, kind, kind],
     ).fetchone()
     return None if row is None else _record(row)
+
+
+def check_kind(model: Any, config: Config, use: str) -> None:
+    """Refuse to ``use`` a model of the other kind than the config's ingest.feedback calls for.
+
+    A catalog of purchases read with a config of ratings (or the other way round) would
+    otherwise fail deep inside the model, or train on the wrong reading of the rows.
+    """
+    from .implicit_model import ImplicitMF
+
+    implicit_model = isinstance(model, ImplicitMF)
+    if implicit_model != is_implicit(config):
+        kind = "an implicit-feedback" if implicit_model else "a rating"
+        raise UsageError(
+            f"the model to {use} is {kind} model but ingest.feedback says otherwise; use the "
+            "config it was trained with (--config, INCR_CONFIG) or retrain with "
+            "'incr update --full'"
+        )
 
 
 def load_model(catalog: Catalog, record: ModelRecord) -> Any:

@@ -38,7 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import ModelRecord, load_model, model_at, model_trained_through, serving_model
+from .artifacts import (
+    ModelRecord,
+    check_kind,
+    load_model,
+    model_at,
+    model_trained_through,
+    serving_model,
+)
 from .catalog import Catalog, now
 from .config import is_implicit
 from .errors import NothingToDo, UsageError
@@ -332,6 +339,7 @@ def evaluate(
     previous_lists = ranking.model_lists(load_model(catalog, previous)) if previous else None
 
     model = load_model(catalog, record)
+    check_kind(model, catalog.config, "evaluate")
     metrics = {
         "model": _score_model(model, pairs, ratings, ranking, previous_lists),
         "global_mean": figures_mean,
@@ -433,8 +441,10 @@ def _evaluate_implicit(
     # Stability against the model that served before this one, as for ratings.
     previous = _previous_model(catalog, lineage, record)
     previous_lists = ranking.model_lists(load_model(catalog, previous)) if previous else None
+    model = load_model(catalog, record)
+    check_kind(model, catalog.config, "evaluate")
     metrics: dict[str, Figures] = {
-        "model": _rank_model(load_model(catalog, record), rows, ranking, previous_lists),
+        "model": _rank_model(model, rows, ranking, previous_lists),
         "most_popular": ranking.figures(ranking.fixed_lists(popular.tolist())),
         "recently_popular": ranking.figures(ranking.fixed_lists(recent)),
         "buy_again": ranking.figures(buy_again),

@@ -28,7 +28,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from .artifacts import ModelRecord, load_model, model_trained_through, serving_model
+from .artifacts import ModelRecord, check_kind, load_model, model_trained_through, serving_model
 from .catalog import Catalog
 from .config import is_implicit
 from .errors import NothingToDo, UsageError
@@ -172,6 +172,7 @@ class _Lister:
     def __init__(self, catalog: Catalog, record: ModelRecord, k: int) -> None:
         self.catalog = catalog
         self.model = load_model(catalog, record)
+        check_kind(self.model, catalog.config, "recommend from")
         self.k = k
         self.lineage = catalog.lineage(catalog.require_head())
         popular = catalog.rows(POPULAR_SQL, {"lineage": catalog.lineage(record.version)})

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .artifacts import ModelRecord, load_model, save_model, serving_model
+from .artifacts import ModelRecord, check_kind, load_model, save_model, serving_model
 from .catalog import Catalog, now
 from .config import Config, GateMetric, is_implicit
 from .errors import GateRefused, NothingToDo, TrainingDiverged, UsageError
@@ -626,19 +626,6 @@ def _sample(catalog: Catalog, params: dict[str, Any]) -> Replay:
     return Pairs.from_ids(X), np.asarray(data["rating"], dtype=np.float64)
 
 
-def _check_kind(model: Any, config: Config) -> None:
-    """Refuse to update a model of the other kind than the config's feedback calls for."""
-    from .implicit_model import ImplicitMF
-
-    implicit_model = isinstance(model, ImplicitMF)
-    if implicit_model != is_implicit(config):
-        kind = "an implicit-feedback" if implicit_model else "a rating"
-        raise UsageError(
-            f"the model to update is {kind} model but ingest.feedback says otherwise; "
-            "retrain with 'incr update --full' or restore the config it was trained with"
-        )
-
-
 def _check_finite(model: Any, version: int, config: Config) -> None:
     """Refuse a model whose SGD diverged, before it is saved or can serve.
 
@@ -663,7 +650,7 @@ def _learn_delta(
     started = time.perf_counter()
     config = catalog.config
     model = load_model(catalog, base)
-    _check_kind(model, config)
+    check_kind(model, config, "update")
     model.set_params(**_refreshed_params(config))
     if is_implicit(config):
         # NOTE: no replay sample: ALS solves each user and item of the delta exactly

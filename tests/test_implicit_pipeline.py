@@ -155,6 +155,26 @@ def test_a_rating_model_is_not_updated_as_an_implicit_one(
         assert cat.one("SELECT count(*) FROM models") == models
 
 
+def test_a_shop_catalog_read_without_its_config_is_refused_not_crashed(
+    write_file: WriteFile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "shop" / "catalog.duckdb"
+    with open_catalog(path, implicit_config(), Invocation("test"), write=True) as cat:
+        learn(cat, write_file, V1)
+        ingest_files(cat, [rows_file(write_file, "v2.csv", V2)])
+        clean_pending(cat)
+
+    # The cron job lost INCR_CONFIG: the default config reads ratings.
+    with open_catalog(path, Config(), Invocation("test"), write=False) as read:
+        with pytest.raises(UsageError, match="implicit-feedback model but ingest.feedback"):
+            evaluate(read, save=False)
+        with pytest.raises(UsageError, match="the model to recommend from"):
+            recommend_user(read, "u1", k=3)
+    for command in (["evaluate"], ["recommend", "--user", "u1"]):
+        assert main([*command, "--catalog", str(path)]) == 2
+        assert "use the config it was trained with" in capsys.readouterr().err
+
+
 def _ndcg(hit_ranks: list[int], relevant: int, k: int = 3) -> float:
     dcg = sum(1 / math.log2(rank + 1) for rank in hit_ranks)
     return dcg / sum(1 / math.log2(rank + 1) for rank in range(1, min(relevant, k) + 1))
