@@ -305,6 +305,25 @@ def test_recommendations_written_to_a_directory_are_refused_before_any_work(run:
     assert not run.catalog.exists()
 
 
+@pytest.mark.parametrize(
+    "option", [["evaluate", "--report", "--output"], ["recommend", "--all", "--out"]]
+)
+def test_an_output_under_a_file_or_where_nothing_can_be_written_is_refused(
+    run: Run, option: list[str]
+) -> None:
+    plain = run.tmp / "plain.txt"
+    plain.write_text("not a folder\n")
+    targets = [plain / "sub" / "out.md"]
+    if Path("/proc/self").is_dir():  # a filesystem that refuses new files, even to root
+        targets.append(Path("/proc/out.md"))
+    for target in targets:
+        code, _, err = run(*option, str(target))
+
+        assert code == ExitCode.USAGE, err
+        assert f"{option[-1]} {str(target)!r} cannot be written" in one_line(err)
+        assert not run.catalog.exists()
+
+
 # -- a closed pipe ----------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,11 +85,30 @@ def config_path(given: Path | None) -> Path | None:
 
 
 def check_output_file(path: Path | None, option: str, example: str) -> None:
-    """Refuse, before any work, an output path that names an existing directory."""
-    if path is not None and path.is_dir():
+    """Refuse, before any work, an output path that names an existing directory or lies in
+    a folder where no file can be made (the folders it needs are made when it is written)."""
+    if path is None:
+        return
+    if path.is_dir():
         raise UsageError(
             f"{option} {str(path)!r} is a directory; give a file name, e.g. {str(path / example)!r}"
         )
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        # A trial file, gone when closed: os.access says yes to root even where the
+        # filesystem refuses (read-only mounts, /proc).
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageError(
+            f"{option} {str(path)!r} cannot be written ({str(folder)!r}: {reason.lower()}); "
+            "give a path in a folder you can write to"
+        ) from None
 
 
 @contextmanager
