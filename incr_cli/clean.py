@@ -9,6 +9,10 @@ purchases of the same item in its own delta, the latest first and none below zer
 is left of it offsets that pair's net purchases on the versions before (it is kept as a
 negative row, which the model nets); what is left after that had nothing to undo and is
 dropped. With ``drop`` every cancellation is dropped.
+
+A row identical to a row of an earlier version on the lineage (the same user, item, value
+and time) is the same data sent again, as a compressed copy of a file already ingested or
+a corrected file re-sent whole, and is removed (``clean.repeated_rows: keep`` keeps it).
 """
 
 from __future__ import annotations
@@ -27,6 +31,25 @@ from .errors import ConfigError, NothingToDo
 
 log = logging.getLogger(__name__)
 
+
+REPEATED = "repeats a row of an earlier version"
+
+# The delta's rows that repeat a row of an earlier version on the lineage. Only the older
+# rows within the delta's time span can match, and raw_rows' zone maps on the stored
+# seconds skip the rest, so a delta newer than the data held costs next to nothing.
+REPEATED_SQL = """
+UPDATE cleaning SET why = $why
+FROM (
+    SELECT DISTINCT h.user_id, h.item_id, h.rating, h.ts FROM ratings_raw h
+    SEMI JOIN (
+        SELECT version, line FROM raw_rows
+        WHERE list_contains($older, version) AND ts_s BETWEEN $first AND $last
+    ) k ON h.version = k.version AND h.line = k.line
+) held
+WHERE cleaning.why IS NULL AND held.user_id = cleaning.user_id
+    AND held.item_id = cleaning.item_id AND held.rating = cleaning.rating
+    AND held.ts = cleaning.ts
+"""
 
 # What became of each cancellation and of the purchases it offset, in the order reported.
 OFFSET_IN_DELTA = "cancellation offset in the delta"
@@ -193,6 +216,16 @@ def _clean_one(catalog: Catalog, version: int, rules: tuple[str, dict[str, objec
         """,
         {"version": version, "dedupe": dedupe != "none", "why": why, **params},
     )
+    older = catalog.lineage(version)[:-1]
+    if config.repeated_rows == "drop" and older:
+        first, last = con.execute(
+            "SELECT CAST(floor(epoch(min(ts))) AS BIGINT), CAST(ceil(epoch(max(ts))) AS BIGINT) "
+            "FROM cleaning WHERE why IS NULL"
+        ).fetchall()[0]
+        if first is not None:
+            con.execute(
+                REPEATED_SQL, {"why": REPEATED, "older": older, "first": first, "last": last}
+            )
     cancellations: dict[str, int] = {}
     if implicit:
         cancellations = _cancellations(catalog, version, config.cancellations)

@@ -185,6 +185,9 @@ class CleanConfig(_Section):
     # What a negative value (a cancellation) does with events or quantities: offset the
     # user's purchases of the item (in the delta, then earlier ones), or drop it.
     cancellations: Literal["offset", "drop"] = "offset"
+    # A row identical to one of an earlier version on the lineage (user, item, value and
+    # time) is the same data sent again: drop it, or keep it.
+    repeated_rows: Literal["drop", "keep"] = "drop"
     exclude_items: str | None = None
     exclude_users: str | None = None
     min_timestamp: str | None = None

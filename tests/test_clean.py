@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import datetime
 
@@ -11,6 +12,7 @@ from incr_cli.catalog import Catalog
 from incr_cli.clean import clean_pending
 from incr_cli.config import CleanConfig, Config
 from incr_cli.errors import ConfigError, NothingToDo
+from incr_cli.history import rollback
 from incr_cli.ingest import ingest_files
 
 HEADER = "user,item,rating,timestamp\n"
@@ -87,6 +89,48 @@ def test_dedupe_looks_only_within_one_delta(catalog, write_file):
     assert [(r.version, r.rows_out, r.removed) for r in results] == [(1, 1, {}), (2, 1, {})]
     assert _clean_rows(cat, 1) == [("u1", "i1", 1.0, datetime(2020, 1, 1))]
     assert _clean_rows(cat, 2) == [("u1", "i1", 5.0, datetime(2020, 1, 2))]
+
+
+DAY_ONE = "u1,i1,4,2020-01-01 10:00:00\nu2,i1,3,2020-01-01 11:00:00\nu2,i2,5,2020-01-01 12:00:00\n"
+
+
+def test_rows_sent_again_are_removed_as_repeats_of_the_earlier_version(catalog, write_file):
+    cat = catalog()
+    _ingest(cat, write_file, "day1.csv", DAY_ONE)
+    # The same day re-sent with one row corrected, then a later day that repeats nothing.
+    _ingest(cat, write_file, "day1-again.csv", DAY_ONE.replace("u2,i2,5", "u2,i2,4"))
+    _ingest(cat, write_file, "day2.csv", "u1,i1,4,2020-01-02 10:00:00\n")
+
+    results = clean_pending(cat)
+
+    assert [(r.version, r.rows_in, r.rows_out, r.removed) for r in results] == [
+        (1, 3, 3, {}),
+        (2, 3, 1, {"repeats a row of an earlier version": 2}),
+        (3, 1, 1, {}),
+    ]
+    assert _clean_rows(cat, 2) == [("u2", "i2", 4.0, datetime(2020, 1, 1, 12))]
+
+
+def test_repeated_rows_keep_keeps_rows_sent_again(catalog, write_file):
+    cat = catalog(_config(repeated_rows="keep"))
+    _ingest(cat, write_file, "day1.csv", DAY_ONE)
+    # A compressed copy is another file, so ingest takes it.
+    ingest_files(cat, [write_file("day1.csv.gz", gzip.compress((HEADER + DAY_ONE).encode()))])
+
+    assert [r.rows_out for r in clean_pending(cat)] == [3, 3]
+
+
+def test_a_row_repeating_a_rolled_back_version_is_kept(catalog, write_file):
+    cat = catalog()
+    _ingest(cat, write_file, "day1.csv", "u9,i9,1,2019-12-31\n")
+    _ingest(cat, write_file, "day2.csv", DAY_ONE)
+    clean_pending(cat)
+    rollback(cat, 1)
+    ingest_files(cat, [write_file("day2.csv.gz", gzip.compress((HEADER + DAY_ONE).encode()))])
+
+    (result,) = clean_pending(cat)
+
+    assert (result.version, result.rows_out, result.removed) == (3, 3, {})
 
 
 def test_exclude_rules_remove_rows_and_say_why(catalog, write_file):
