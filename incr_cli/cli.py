@@ -16,7 +16,7 @@ from rich.logging import RichHandler
 
 from . import __version__
 from .commands import data, history, integrity, model, recommend
-from .errors import ExitCode, IncrError
+from .errors import ExitCode, IncrError, NothingToDo
 
 try:
     # NOTE: typer vendors click as typer._click from 0.2x on; older typer uses click itself.
@@ -163,7 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IncrError as exc:
         if debug:
             err.print_exception()
-        err.print(f"incr: error: {exc}", markup=False)
+        # Nothing to do is a normal outcome for a cron job: --quiet keeps it silent too.
+        quiet = isinstance(exc, NothingToDo) and not debug and {"-q", "--quiet"} & set(args)
+        if not quiet:
+            err.print(f"incr: error: {exc}", markup=False)
         return int(exc.exit_code)
     except Exception as exc:
         if _broken_pipe(exc):

@@ -272,6 +272,11 @@ def test_quiet_prints_nothing_on_success(
     catalog = tmp_path / "catalog.duckdb"
     assert main(["ingest", str(SAMPLE[0]), "--catalog", str(catalog), "--quiet"]) == 0
     assert capsys.readouterr().out == ""
+    # Nothing to do is silent too, for a cron job, and still exit 5; errors are not.
+    assert main(["ingest", str(SAMPLE[0]), "--catalog", str(catalog), "-q"]) == 5
+    assert capsys.readouterr() == ("", "")
+    assert main(["rollback", "--to", "v9", "--catalog", str(catalog), "-q"]) == 2
+    assert "v9 does not exist" in capsys.readouterr().err
 
 
 def test_first_update_fits_one_model_on_all_clean_versions(cli: Cli) -> None:
