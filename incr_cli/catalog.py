@@ -35,23 +35,35 @@ SCHEMA_VERSION = "2"
 # the current layout.
 NEWEST_TABLE = "raw_rows"
 
+# The integer of a text column {text} when the text is exactly how that integer prints,
+# else NULL: '007', '+7' and ' 7' stay text.
+CANONICAL_INT_SQL = (
+    "CASE WHEN CAST(TRY_CAST({text} AS BIGINT) AS VARCHAR) = {text} "
+    "THEN TRY_CAST({text} AS BIGINT) END"
+)
+
 # The columns {keep} of {rows}, then those of raw_rows from its user_id, item_id, rating
-# and ts. An id's integer is kept only when it gives back the very same text.
-RAW_ROWS_SQL = """
+# and ts. An id's integer is kept only when it gives back the very same text. {rows} may
+# give an id's integer already (user_int, item_int), which then wins over its text.
+RAW_ROWS_SQL = (
+    """
 SELECT {keep},
        user_n, CASE WHEN user_n IS NULL THEN user_id END AS user_s,
        item_n, CASE WHEN item_n IS NULL THEN item_id END AS item_s,
        rating, (us - ts_us) // 1000000 AS ts_s, ts_us
 FROM (
     SELECT *,
-        CASE WHEN CAST(TRY_CAST(user_id AS BIGINT) AS VARCHAR) = user_id
-            THEN TRY_CAST(user_id AS BIGINT) END AS user_n,
-        CASE WHEN CAST(TRY_CAST(item_id AS BIGINT) AS VARCHAR) = item_id
-            THEN TRY_CAST(item_id AS BIGINT) END AS item_n,
+        coalesce(user_int, """
+    + CANONICAL_INT_SQL.format(text="user_id")
+    + """) AS user_n,
+        coalesce(item_int, """
+    + CANONICAL_INT_SQL.format(text="item_id")
+    + """) AS item_n,
         CAST(((us % 1000000) + 1000000) % 1000000 AS INTEGER) AS ts_us
     FROM (SELECT *, epoch_us(ts) AS us FROM ({rows}))
 )
 """
+)
 
 
 Params = Sequence[Any] | Mapping[str, Any]
@@ -292,7 +304,9 @@ def _move_old_rows(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "INSERT INTO raw_rows "
         + RAW_ROWS_SQL.format(
-            keep="version, line", rows="SELECT * FROM ratings_raw_old ORDER BY rowid"
+            keep="version, line",
+            rows="SELECT *, CAST(NULL AS BIGINT) AS user_int, CAST(NULL AS BIGINT) AS item_int "
+            "FROM ratings_raw_old ORDER BY rowid",
         )
     )
     con.execute("DROP TABLE ratings_raw_old")

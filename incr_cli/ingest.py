@@ -34,7 +34,7 @@ from pathlib import Path
 import duckdb
 
 from . import __version__
-from .catalog import RAW_ROWS_SQL, Catalog, now
+from .catalog import CANONICAL_INT_SQL, RAW_ROWS_SQL, Catalog, now
 from .config import Columns, IngestConfig
 from .errors import BadInput, NothingToDo
 from .sources import (
@@ -448,16 +448,21 @@ SELECT list_position($paths, filename) AS file, {columns} FROM read_csv(
 """
 
 # The rows of a read ({source}, whose columns c0, c1, ... are text), typed and checked as
-# they are staged; {keep} names the read's columns that the staged rows keep.
+# they are staged; {keep} names the read's columns that the staged rows keep. An id field
+# that is a canonical integer as read, as most are, is taken as that integer: it has
+# nothing to trim, and trimming every id cost about a tenth of ingest's CPU time.
 JUDGE_SQL = """
-WITH trimmed AS (
+WITH ints AS (
+    SELECT *, {user_int} AS user_int, {item_int} AS item_int FROM ({source})
+),
+trimmed AS (
     SELECT *,
-           nullif(trim({user}), '') AS user_text,
-           nullif(trim({item}), '') AS item_text,
+           CASE WHEN user_int IS NULL THEN nullif(trim({user}), '') END AS user_text,
+           CASE WHEN item_int IS NULL THEN nullif(trim({item}), '') END AS item_text,
            nullif(trim({rating}), '') AS rating_raw,
            nullif(trim({ts}), '') AS ts_raw,
            nullif(trim({invoice}), '') AS invoice_raw
-    FROM ({source})
+    FROM ints
 ),
 fields AS (
     SELECT *, {user_id} AS user_id, {item_id} AS item_id FROM trimmed
@@ -468,8 +473,8 @@ typed AS (
 judged AS (
     SELECT *,
         CASE
-            WHEN user_id IS NULL THEN {no_user}
-            WHEN item_id IS NULL THEN 'item id is missing'
+            WHEN user_int IS NULL AND user_id IS NULL THEN {no_user}
+            WHEN item_int IS NULL AND item_id IS NULL THEN 'item id is missing'
             {value_checks}
             WHEN ts IS NULL AND ts_raw IS NULL THEN 'timestamp is missing'
             WHEN ts IS NULL THEN 'timestamp cannot be read: ' || ts_raw
@@ -477,7 +482,7 @@ judged AS (
     FROM typed
 )
 -- The row as text is only needed for the rejects, so only they build it.
-SELECT {keep}, user_id, item_id, rating, ts, reason,
+SELECT {keep}, user_int, user_id, item_int, item_id, rating, ts, reason,
        CASE WHEN reason IS NOT NULL THEN {raw_sql} END AS raw
 FROM judged
 """
@@ -610,6 +615,8 @@ def _judge_sql(
         rating=col(VALUE_FIELD[config.feedback]),
         ts=timestamp,
         invoice=col("invoice") if "invoice" in layout.positions else "NULL",
+        user_int=CANONICAL_INT_SQL.format(text=col("user")),
+        item_int=CANONICAL_INT_SQL.format(text=col("item")),
         user_id=_id_sql("user_text", config),
         item_id=_id_sql("item_text", config),
         value_sql=value_sql,

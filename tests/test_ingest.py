@@ -446,6 +446,26 @@ def test_ids_and_values_are_trimmed_of_spaces(catalog, write_file):
     assert _raw(cat) == [(2, "u1", "i1", 4.0, datetime(2020, 1, 2))]
 
 
+def test_an_id_is_stored_as_an_integer_only_when_it_prints_as_read(catalog, write_file):
+    rows = [" 12 ,34", "007,+7", "-5,-0", "1e3,1_000", "12.0,00", "9223372036854775808,0"]
+    path = write_file("r.csv", "user,item,rating,ts\n" + "".join(f"{r},4,1\n" for r in rows))
+    cat = catalog()
+
+    ingest_files(cat, [path])
+
+    stored = cat.rows("SELECT user_n, user_s, item_n, item_s FROM raw_rows ORDER BY line")
+    assert stored == [
+        (12, None, 34, None),
+        (None, "007", None, "+7"),
+        (-5, None, None, "-0"),
+        (None, "1e3", None, "1_000"),
+        (12, None, None, "00"),
+        (None, "9223372036854775808", 0, None),
+    ]
+    ids = [(u, i) for _, u, i, _, _ in _raw(cat)]
+    assert ids[:3] == [("12", "34"), ("007", "+7"), ("-5", "-0")]
+
+
 def test_a_quoted_field_may_hold_the_delimiter_and_quotes(catalog, write_file):
     path = write_file("q.csv", 'user,item,rating,timestamp\n"a,b","say ""hi""",4,1\n')
     cat = catalog()
