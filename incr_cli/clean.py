@@ -27,7 +27,7 @@ import duckdb
 
 from .catalog import Catalog
 from .config import CleanConfig, is_implicit
-from .errors import ConfigError, NothingToDo
+from .errors import ConfigError, NothingToDo, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ def clean_pending(
     ratings of one user and item in one delta that no rule removed only the latest (by
     time, then by line) is kept; with ``dedupe: exact`` (the default for events and
     quantities) only rows of the same user, item, value and time are duplicates, and the
-    first line is kept. Rows of the same pair in different deltas are all kept. Last,
+    first line is kept. Rows of the same pair in different deltas are all kept, but for
+    a row identical to one of an earlier version (``clean.repeated_rows``). Last,
     with events or quantities, cancellations are offset or dropped (see the module's
     docstring).
 
@@ -178,6 +179,7 @@ def clean_pending(
     pending = catalog.pending("clean", after="ingest")
     if not pending:
         raise NothingToDo("every version is already cleaned; run 'incr ingest FILE' first")
+    check_feedback(catalog, pending)
     rules = _rules(catalog, catalog.config.clean)
     results = []
     with catalog.transaction():
@@ -186,6 +188,35 @@ def clean_pending(
                 progress(f"v{version}")
             results.append(_clean_one(catalog, version, rules))
     return results
+
+
+# The value column ingest read for each version, from the fields its layout mapped.
+READ_AS_SQL = """
+SELECT version,
+       CASE WHEN json_exists(details, '$.layout.positions.quantity') THEN 'quantity'
+            WHEN json_exists(details, '$.layout.positions.event') THEN 'event'
+            ELSE 'rating' END
+FROM stages WHERE stage = 'ingest' AND list_contains($versions, version) ORDER BY version
+"""
+
+
+def check_feedback(catalog: Catalog, versions: list[int]) -> None:
+    """Refuse to go on when a version was ingested as another kind of feedback than the
+    config's ``ingest.feedback``: its rows would be cleaned or learned as what they are not
+    (a cron job that lost its config, say, cleaning purchases as star ratings).
+
+    Raises
+    ------
+    UsageError
+        Naming the first such version, before any work.
+    """
+    wanted = catalog.config.ingest.feedback
+    for version, read in catalog.rows(READ_AS_SQL, {"versions": versions}):
+        if read != wanted:
+            raise UsageError(
+                f"v{version} was ingested with ingest.feedback: {read}, but the config says "
+                f"{wanted}; use the config it was ingested with (--config, INCR_CONFIG)"
+            )
 
 
 def _clean_one(catalog: Catalog, version: int, rules: tuple[str, dict[str, object]]) -> CleanResult:

@@ -32,6 +32,7 @@ import numpy as np
 
 from .artifacts import ModelRecord, check_kind, load_model, save_model, serving_model
 from .catalog import Catalog, now
+from .clean import check_feedback
 from .config import Config, GateMetric, is_implicit
 from .errors import GateRefused, NothingToDo, TrainingDiverged, UsageError
 from .gate import (
@@ -329,6 +330,7 @@ def update(
     not_clean = [v for v in todo if v not in cleaned]
     if not_clean:
         raise UsageError(f"v{not_clean[0]} is not cleaned yet; run 'incr clean' first")
+    check_feedback(catalog, todo)
 
     with catalog.transaction():
         if base is None:

@@ -276,7 +276,7 @@ class Ingest:
         assert self.run("ingest", str(base))[0] == 0
 
     def run(self, *args: str, config: str = "") -> tuple[int, str]:
-        options = ["--catalog", str(self.catalog), "--quiet"]
+        options = ["--catalog", str(self.catalog)]
         if config:
             path = self.tmp / "config.yaml"
             path.write_text(config)

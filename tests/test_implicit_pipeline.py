@@ -175,6 +175,30 @@ def test_a_shop_catalog_read_without_its_config_is_refused_not_crashed(
         assert "use the config it was trained with" in capsys.readouterr().err
 
 
+def test_versions_are_cleaned_and_learned_only_as_the_feedback_they_were_ingested_as(
+    write_file: WriteFile, tmp_path: Path
+) -> None:
+    path = tmp_path / "shop" / "catalog.duckdb"
+    with open_catalog(path, implicit_config(), Invocation("test"), write=True) as cat:
+        learn(cat, write_file, V1)
+        ingest_files(cat, [rows_file(write_file, "v2.csv", V2)])
+        clean_pending(cat)
+
+    # The config is lost: purchases must not be learned as ratings, nor cleaned as such.
+    with open_catalog(path, Config(), Invocation("test"), write=True) as cat:
+        models = cat.one("SELECT count(*) FROM models")
+        with pytest.raises(UsageError, match="v1 was ingested with ingest.feedback: quantity"):
+            update(cat, full=True)
+        with pytest.raises(UsageError, match="v2 was ingested with ingest.feedback: quantity"):
+            update(cat)
+        assert cat.one("SELECT count(*) FROM models") == models
+        ingest_files(cat, [rows_file(write_file, "v3.csv", V2[:1], value="rating")])
+    with open_catalog(path, implicit_config(), Invocation("test"), write=True) as cat:
+        with pytest.raises(UsageError, match="v3 was ingested with ingest.feedback: rating"):
+            clean_pending(cat)
+        assert not cat.stage_done(3, "clean")
+
+
 def _ndcg(hit_ranks: list[int], relevant: int, k: int = 3) -> float:
     dcg = sum(1 / math.log2(rank + 1) for rank in hit_ranks)
     return dcg / sum(1 / math.log2(rank + 1) for rank in range(1, min(relevant, k) + 1))
