@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
@@ -377,7 +377,10 @@ def _utc_session(con: duckdb.DuckDBPyConnection, zone: str = "UTC") -> Iterator[
     try:
         yield
     finally:
-        con.execute("SET TimeZone = ?", [previous[0] if previous else "UTC"])
+        # After a failed statement the transaction takes no more; the failure, raised on
+        # from here, ends the command, and the zone with it.
+        with suppress(duckdb.TransactionException):
+            con.execute("SET TimeZone = ?", [previous[0] if previous else "UTC"])
 
 
 # How each staged row of delimited text gets its line. Staged rows carry no line number,
@@ -726,9 +729,10 @@ def _stage_csv(
                 con.execute(sql, _bound(sql, params))
             except duckdb.Error as exc:
                 where = source.given if len(files) == len(paths) else files[0]
-                raise BadInput(
-                    where, f"cannot be read as delimited text: {_first_line(exc)}"
-                ) from exc
+                why = _first_line(exc)
+                if "state machine" in why:  # what DuckDB says of LF and CRLF mixed
+                    why += "; check that every line ends the same way (LF or CRLF)"
+                raise BadInput(where, f"cannot be read as delimited text: {why}") from exc
     con.execute(LOAD_ERRORS_SQL, {"paths": paths})
 
     # Each file's rows are staged together and in order, from its first rowid on.
@@ -962,6 +966,15 @@ def _parquet_rows(con: duckdb.DuckDBPyConnection, source: Source) -> list[int]:
     return [int(counts.get(path, 0)) for path in paths]
 
 
+def _aborted(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether an earlier failure left the transaction unable to run anything more."""
+    try:
+        con.execute("SELECT 1").fetchall()
+    except duckdb.TransactionException:
+        return True
+    return False
+
+
 def _combined_sha256(scans: list[FileScan]) -> str:
     """One file's sha256, or for several the sha256 of their digests, one a line, in order."""
     if len(scans) == 1:
@@ -1000,6 +1013,10 @@ def _ingest_one(catalog: Catalog, source: Source, config: IngestConfig) -> FileR
         except Exception as exc:  # noqa: BLE001 - raised below, after the scan's own errors
             early = exc
         scans = scanning.result()
+    if early is not None and _aborted(con):
+        # The read failed inside DuckDB, which then refuses every statement until the
+        # transaction is rolled back: its error is the one to report.
+        raise early
     held = _held_by(catalog, scans)
     if all(version is not None for version in held):
         _drop_load_tables(con)

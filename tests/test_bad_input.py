@@ -107,6 +107,11 @@ REFUSED = {
         ExitCode.BAD_INPUT,
         "check that every line ends the same way (LF or CRLF)",
     ),
+    "LF header, a CRLF line among LF lines": Case(
+        b"user,item,rating,timestamp\nu1,i1,4,1000000000\r\nu2,i2,4,1000000000\n",
+        ExitCode.BAD_INPUT,
+        "check that every line ends the same way (LF or CRLF)",
+    ),
 }
 
 ACCEPTED = {
