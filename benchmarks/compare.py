@@ -49,7 +49,6 @@ import copy
 import logging
 import math
 import multiprocessing
-import platform
 import resource
 import sys
 import tempfile
@@ -58,12 +57,11 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import machine_lines
 
 from incr_cli.config import Config, load_config
 from incr_cli.metrics import mae, ranking_metrics, rmse
@@ -1004,28 +1002,11 @@ def cost_targets(costs: dict[str, dict[str, float] | str]) -> list[Target]:
     return targets
 
 
-def machine_lines(config: Config, quick: bool) -> list[str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = []
-    for package in ("incr", "numpy", "numba", "scikit-surprise", "river", "duckdb"):
-        try:
-            versions.append(f"{package} {version(package)}")
-        except Exception:  # noqa: BLE001 - a missing package is shown as such
-            versions.append(f"{package} (not installed)")
+def header_lines(config: Config, quick: bool) -> list[str]:
+    packages = ("incr", "numpy", "numba", "scikit-surprise", "river", "duckdb")
     model = ", ".join(f"{k}={v}" for k, v in config.model.model_dump().items())
     return [
-        f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Machine: {cpu}, {os.cpu_count()} cores ({usable} usable), "
-        f"{platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}; {', '.join(versions)}",
+        *machine_lines(packages),
         "- Threads: NUMBA_NUM_THREADS=OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=1",
         f"- incr model settings: {model}",
         f"- Mode: {'quick (indicative only)' if quick else 'full'}",
@@ -1240,7 +1221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
 
     lines = ["# incr versus River and Surprise", ""]
-    lines += machine_lines(config, args.quick)
+    lines += header_lines(config, args.quick)
     targets: list[Target] = []
     body: list[str] = ["## Accuracy: test-then-train over deltas", ""]
     body += [

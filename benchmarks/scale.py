@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -42,9 +41,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
+
+from machine import machine_lines
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = PROJECT / "benchmarks" / "scale.md"
@@ -516,31 +515,6 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], list[tuple[str
     return rows, [(table, mb) for table, mb in json.loads(out.strip().splitlines()[-1])]
 
 
-def machine_lines() -> list[str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = ""
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        memory = f", {pages / 2**30:.0f} GB RAM"
-    except (ValueError, OSError):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    versions = ", ".join(f"{p} {version(p)}" for p in ("incr", "duckdb", "numpy", "numba"))
-    return [
-        f"- Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- Machine: {cpu}, {os.cpu_count()} cores ({usable} usable){memory}, "
-        f"{platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}; {versions}",
-    ]
-
-
 def report(
     args: argparse.Namespace, rows: list[Row], space: list[tuple[str, float]], seconds: float
 ) -> list[str]:
@@ -548,7 +522,7 @@ def report(
         return "" if value is None else f"{value:,.{digits}f}"
 
     lines = [f"# incr at {args.rows:,} rows", ""]
-    lines += machine_lines()
+    lines += machine_lines(("incr", "duckdb", "numpy", "numba"), memory=True)
     lines += [
         f"- Config: runtime.memory_limit {args.memory_limit}, a spill folder "
         "(runtime.temp_directory), threads left to DuckDB; ingest best of "

@@ -155,15 +155,22 @@ def test_a_rating_model_is_not_updated_as_an_implicit_one(
         assert cat.one("SELECT count(*) FROM models") == models
 
 
-def test_a_shop_catalog_read_without_its_config_is_refused_not_crashed(
-    write_file: WriteFile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def shop(write_file: WriteFile, tmp_path: Path) -> Path:
+    """A catalog of quantities: V1 learned, V2 ingested and cleaned."""
     path = tmp_path / "shop" / "catalog.duckdb"
     with open_catalog(path, implicit_config(), Invocation("test"), write=True) as cat:
         learn(cat, write_file, V1)
         ingest_files(cat, [rows_file(write_file, "v2.csv", V2)])
         clean_pending(cat)
 
+    return path
+
+
+def test_a_shop_catalog_read_without_its_config_is_refused_not_crashed(
+    shop: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = shop
     # The cron job lost INCR_CONFIG: the default config reads ratings.
     with open_catalog(path, Config(), Invocation("test"), write=False) as read:
         with pytest.raises(UsageError, match="implicit-feedback model but ingest.feedback"):
@@ -176,14 +183,9 @@ def test_a_shop_catalog_read_without_its_config_is_refused_not_crashed(
 
 
 def test_versions_are_cleaned_and_learned_only_as_the_feedback_they_were_ingested_as(
-    write_file: WriteFile, tmp_path: Path
+    shop: Path, write_file: WriteFile
 ) -> None:
-    path = tmp_path / "shop" / "catalog.duckdb"
-    with open_catalog(path, implicit_config(), Invocation("test"), write=True) as cat:
-        learn(cat, write_file, V1)
-        ingest_files(cat, [rows_file(write_file, "v2.csv", V2)])
-        clean_pending(cat)
-
+    path = shop
     # The config is lost: purchases must not be learned as ratings, nor cleaned as such.
     with open_catalog(path, Config(), Invocation("test"), write=True) as cat:
         models = cat.one("SELECT count(*) FROM models")
