@@ -638,7 +638,9 @@ class ImplicitMF(BaseEstimator):
         bought = w > 0
         strengths = _grow(self.strengths_, *shape) + _csr(users, items, w, shape)
         decayed = _decay(t, origin, self.history_half_life) * bought
-        history = history + _csr(users, items, decayed, shape)
+        # NOTE: scipy chooses the index type of a sum by more than its inputs' types, and a
+        # model file must be the same bytes for the same data: 64-bit, as for strengths.
+        history = _int64(history + _csr(users, items, decayed, shape))
         popularity += np.bincount(
             items, _decay(t, origin, self.popularity_half_life) * bought, minlength=shape[1]
         )
