@@ -200,8 +200,7 @@ def check_kind(model: Any, config: Config, use: str) -> None:
         kind = "an implicit-feedback" if implicit_model else "a rating"
         raise UsageError(
             f"the model to {use} is {kind} model but ingest.feedback says otherwise; use the "
-            "config it was trained with (--config, INCR_CONFIG) or retrain with "
-            "'incr update --full'"
+            "config it was trained with (--config, INCR_CONFIG)"
         )
 
 

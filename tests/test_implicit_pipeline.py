@@ -150,7 +150,7 @@ def test_a_rating_model_is_not_updated_as_an_implicit_one(
 
     with open_catalog(path, implicit_config(), Invocation("test"), write=True) as cat:
         models = cat.one("SELECT count(*) FROM models")
-        with pytest.raises(UsageError, match="update --full"):
+        with pytest.raises(UsageError, match="use the config it was trained with"):
             learn(cat, write_file, V2)
         assert cat.one("SELECT count(*) FROM models") == models
 
