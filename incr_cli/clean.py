@@ -190,6 +190,26 @@ def clean_pending(
     return results
 
 
+# Clean rows of some versions from the counts clean recorded, and how many of them have
+# none (a catalog from before rows_out was recorded).
+RECORDED_ROWS_SQL = """
+SELECT coalesce(sum(CAST(json_extract(details, '$.rows_out') AS BIGINT)), 0),
+       count(*) FILTER (json_extract(details, '$.rows_out') IS NULL)
+FROM stages WHERE stage = 'clean' AND list_contains($versions, version)
+"""
+
+
+def clean_rows(catalog: Catalog, versions: list[int]) -> int:
+    """How many clean rows ``versions`` hold, from what clean recorded rather than by
+    counting every row; counted only for a catalog that did not record it."""
+    rows, unrecorded = catalog.rows(RECORDED_ROWS_SQL, {"versions": versions})[0]
+    if unrecorded:
+        rows = catalog.one(
+            "SELECT count(*) FROM ratings_clean WHERE list_contains(?, version)", [versions]
+        )
+    return int(rows)
+
+
 # The value column ingest read for each version, from the fields its layout mapped.
 READ_AS_SQL = """
 SELECT version,

@@ -14,6 +14,7 @@ from typing import Any
 
 from .artifacts import serving_model
 from .catalog import Catalog
+from .clean import clean_rows
 from .errors import NothingToDo
 from .featurize import ENTITIES
 
@@ -228,11 +229,6 @@ def status(catalog: Catalog) -> Status:
 # clean rows are the sum of clean's rows_out on the lineage; users and items are the
 # totals featurize recorded for its newest version there, plus the ids first seen in
 # cleaned versions after it, found against the feature rows (one row per id and version).
-CLEAN_ROWS_SQL = """
-SELECT coalesce(sum(CAST(json_extract(details, '$.rows_out') AS BIGINT)), 0),
-       count(*) FILTER (json_extract(details, '$.rows_out') IS NULL)
-FROM stages WHERE stage = 'clean' AND list_contains($lineage, version)
-"""
 FEATURIZED_SQL = """
 SELECT version, CAST(json_extract(details, '$.users_total') AS BIGINT),
        CAST(json_extract(details, '$.items_total') AS BIGINT)
@@ -248,11 +244,7 @@ WHERE list_contains($after, r.version) AND NOT EXISTS (
 
 def _data_counts(catalog: Catalog, lineage: list[int]) -> tuple[int, int, int]:
     """Clean rows, users and items on the lineage, from the counts the stages recorded."""
-    rows, unrecorded = catalog.rows(CLEAN_ROWS_SQL, {"lineage": lineage})[0]
-    if unrecorded:
-        rows = catalog.one(
-            "SELECT count(*) FROM ratings_clean WHERE list_contains(?, version)", [lineage]
-        )
+    rows = clean_rows(catalog, lineage)
     featurized = catalog.rows(FEATURIZED_SQL, {"lineage": lineage})
     version, users, items = featurized[0] if featurized else (None, 0, 0)
     if users is None or items is None:  # a catalog from before the totals were recorded

@@ -32,7 +32,7 @@ import numpy as np
 
 from .artifacts import ModelRecord, check_kind, load_model, save_model, serving_model
 from .catalog import Catalog, now
-from .clean import check_feedback
+from .clean import check_feedback, clean_rows
 from .config import Config, GateMetric, is_implicit
 from .errors import GateRefused, NothingToDo, TrainingDiverged, UsageError
 from .gate import (
@@ -91,7 +91,6 @@ WHERE list_contains($lineage, version) AND hash(user_id, item_id, ts, rating, $s
 ORDER BY hash(user_id, item_id, ts, rating, $seed), ts, user_id, item_id, rating, version
 LIMIT $n
 """
-OLDER_ROWS_SQL = "SELECT count(*) FROM ratings_clean WHERE list_contains($lineage, version)"
 HASH_MAX = 2**64 - 1  # DuckDB's hash() is a UBIGINT
 
 # One delta's clean rows, oldest first.
@@ -610,9 +609,7 @@ def _replay(catalog: Catalog, version: int, delta_rows: int) -> Replay:
     params = {"lineage": older, "seed": catalog.config.model.seed + len(older), "n": n}
     # The hashes are uniform, so about share * rows of them lie below share * HASH_MAX; the
     # margin of ten standard deviations makes a second, unfiltered query all but never needed.
-    # NOTE: fetchall, not fetchone: a result left unfinished makes DuckDB refuse the
-    # connection's next statement or registration.
-    ((rows,),) = catalog.con.execute(OLDER_ROWS_SQL, {"lineage": older}).fetchall()
+    rows = clean_rows(catalog, older)
     share = (n + 10 * math.sqrt(n) + 100) / max(rows, 1)
     if share < 1:
         X, y = _sample(catalog, params | {"cut": int(share * HASH_MAX)})
