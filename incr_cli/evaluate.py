@@ -627,7 +627,9 @@ def _score_model(
 ) -> Figures:
     """Accuracy, ranking and stability figures of one model on the delta's rows."""
     predicted = model.predict(pairs)
-    known = np.isin(pairs[:, 0], model.user_ids_)
+    # A dict lookup per row: np.isin on object arrays compares every row with every id.
+    index = model.user_index_
+    known = np.fromiter((user in index for user in pairs[:, 0].tolist()), bool, len(pairs))
     lists = ranking.model_lists(model)
     figures = _accuracy(ratings, predicted, known) | ranking.figures(lists)
     figures["stability"] = (
