@@ -709,22 +709,21 @@ class BiasedMF(RegressorMixin, BaseEstimator):
         user_ids: Any,
         k: int,
         exclude: Mapping[Hashable, Iterable[Hashable]] | None = None,
-        chunk_size: int = 2048,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Return the ``k`` highest-scoring items for each user.
+
+        The lists are those of :meth:`top_k_rows` (see :mod:`incr_cli.topk`): exact
+        float64 rankings, equal scores ordered by item row, in bounded memory.
 
         Parameters
         ----------
         user_ids : array-like of shape (n_users,)
-            Raw user ids.
+            Raw user ids; an unknown user is ranked by ``mu + b_i``.
         k : int
             Number of items per user, at least 1.
         exclude : mapping of user id to iterable of item ids, optional
             Items never to recommend to that user (e.g. already rated ones).
             Item ids the model does not know are ignored.
-        chunk_size : int, default=2048
-            Users scored at once; bounds memory to ``chunk_size * n_items_``
-            floats.
 
         Returns
         -------
@@ -735,37 +734,24 @@ class BiasedMF(RegressorMixin, BaseEstimator):
             Their scores, descending; ``-inf`` beside each ``None``.
         """
         check_is_fitted(self)
-        for name, value in (("k", k), ("chunk_size", chunk_size)):
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-                raise ValueError(f"{name} must be an integer in [1, inf); got {value!r}.")
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+            raise ValueError(f"k must be an integer in [1, inf); got {k!r}.")
         users = _as_id_vector(user_ids, "user_ids")
-        n_users = len(users)
-        kept = min(int(k), self.n_items_)
-        out_items = np.full((n_users, k), None, dtype=object)
-        out_scores = np.full((n_users, k), -np.inf, dtype=np.float64)
-
-        for start in range(0, n_users, chunk_size):
-            chunk = users[start : start + chunk_size]
-            scores = self.score_items(chunk)
-            if exclude:
-                self._mask_excluded(scores, chunk, exclude)
-
-            # Partial selection of the best `kept` columns, then a sort of those.
-            if kept < self.n_items_:
-                best = np.argpartition(-scores, kept - 1, axis=1)[:, :kept]
-            else:
-                best = np.broadcast_to(np.arange(self.n_items_), scores.shape)
-            best_scores = np.take_along_axis(scores, best, axis=1)
-            order = np.argsort(-best_scores, axis=1, kind="stable")
-            best = np.take_along_axis(best, order, axis=1)
-            best_scores = np.take_along_axis(best_scores, order, axis=1)
-
-            chunk_items = self.item_ids_[best]
-            chunk_items[np.isneginf(best_scores)] = None
-            stop = start + len(chunk)
-            out_items[start:stop, :kept] = chunk_items
-            out_scores[start:stop, :kept] = best_scores
-        return out_items, out_scores
+        indptr = np.zeros(len(users) + 1, dtype=np.int64)
+        banned: list[int] = []
+        if exclude:
+            item_index = self.item_index_
+            for position, user in enumerate(users):
+                found = [item_index[i] for i in exclude.get(user, ()) if i in item_index]
+                banned.extend(found)
+                indptr[position + 1] = len(found)
+            np.cumsum(indptr, out=indptr)
+        rows, scores = self.top_k_rows(
+            _lookup(users, self.user_index_), int(k), indptr, np.asarray(banned, dtype=np.int64)
+        )
+        items = self.item_ids_[np.maximum(rows, 0)] if self.n_items_ else rows.astype(object)
+        items[rows < 0] = None
+        return items, scores
 
     def top_k_rows(
         self, user_rows: np.ndarray, k: int, seen_indptr: np.ndarray, seen_items: np.ndarray
@@ -788,26 +774,6 @@ class BiasedMF(RegressorMixin, BaseEstimator):
             seen_indptr,
             seen_items,
         )
-
-    def _mask_excluded(
-        self,
-        scores: np.ndarray,
-        chunk: list[Hashable],
-        exclude: Mapping[Hashable, Iterable[Hashable]],
-    ) -> None:
-        """Set the score of each excluded (user, item) pair to -inf in place."""
-        rows: list[int] = []
-        cols: list[int] = []
-        item_index = self.item_index_
-        for row, user in enumerate(chunk):
-            banned = exclude.get(user)
-            if not banned:
-                continue
-            found = [item_index[item] for item in banned if item in item_index]
-            rows.extend([row] * len(found))
-            cols.extend(found)
-        if rows:
-            scores[rows, cols] = -np.inf
 
     # -- helpers ----------------------------------------------------------
 
