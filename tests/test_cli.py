@@ -120,6 +120,17 @@ def test_status_without_a_catalog_says_how_to_make_one(cli: Cli) -> None:
     assert not cli.catalog.exists()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["clean"], ["featurize"], ["update"], ["evaluate"], ["rollback", "--to", "v1"], ["gc"]],
+)
+def test_only_init_and_ingest_make_a_catalog(cli: Cli, args: list[str]) -> None:
+    # A cron job run from the wrong folder must fail, not 'clean' a new empty catalog.
+    _, err = cli(*args, expect=2)
+    assert err.startswith(f"incr: error: no catalog at {str(cli.catalog)!r}; run 'incr init'")
+    assert not cli.catalog.parent.exists() or not any(cli.catalog.parent.iterdir())
+
+
 def test_first_delta_cannot_be_evaluated(cli: Cli) -> None:
     cli.cycle(SAMPLE[0])
     _, err = cli("evaluate", expect=5)

@@ -118,13 +118,28 @@ def check_output_file(path: Path | None, option: str, example: str) -> None:
 
 @contextmanager
 def session(
-    common: Common, command: str, args: dict[str, Any], *, write: bool = True
+    common: Common,
+    command: str,
+    args: dict[str, Any],
+    *,
+    write: bool = True,
+    create: bool = False,
 ) -> Iterator[Catalog]:
-    """Load the config and open the catalog for one command."""
+    """Load the config and open the catalog for one command.
+
+    Only the commands that put data in (``init``, ``ingest``) make a catalog that is not
+    there: any other, run from the wrong folder or without ``INCR_CATALOG``, would
+    otherwise report on (or 'clean') a new empty catalog and leave its file behind.
+    """
     config = load_config(config_path(common.config))
     invocation = Invocation(command, args)
     with open_catalog(
-        catalog_path(common.catalog), config, invocation, write=write, wait=common.wait
+        catalog_path(common.catalog),
+        config,
+        invocation,
+        write=write,
+        create=create,
+        wait=common.wait,
     ) as catalog:
         yield catalog
 

@@ -37,7 +37,7 @@ def init(
     """
     common = Common(catalog, config, json, quiet, debug, wait)
     out = Output(common)
-    with session(common, "init", {}) as cat:
+    with session(common, "init", {}, create=True) as cat:
         result = {"catalog": str(cat.path), "head": cat.head()}
     out.line(f"catalog ready at {result['catalog']}")
     out.result(result)
@@ -66,7 +66,7 @@ def ingest(
     common = Common(catalog, config, json, quiet, debug, wait)
     out = Output(common)
     with (
-        session(common, "ingest", {"files": [str(f) for f in files]}) as cat,
+        session(common, "ingest", {"files": [str(f) for f in files]}, create=True) as cat,
         out.progress("ingest", len(files)) as progress,
     ):
         results = ingest_files(cat, files, progress)
