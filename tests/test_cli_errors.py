@@ -283,6 +283,18 @@ def test_help_still_prints_the_usage_and_exits_0(
     assert "Usage: incr" in capsys.readouterr().out
 
 
+def test_help_keeps_what_an_option_defaults_to(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Text in square brackets would be taken for markup and dropped from the help.
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["recommend", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Catalog file (env: INCR_CATALOG; default: .incr/catalog.duckdb)." in text
+    assert "(default: runtime.wait_seconds)" in text
+    assert "(default: evaluate.k in the config)" in text
+
+
 # -- output files -----------------------------------------------------------------------
 
 

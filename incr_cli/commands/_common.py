@@ -26,14 +26,14 @@ CatalogOpt = Annotated[
     Path | None,
     typer.Option(
         "--catalog",
-        help="Catalog file [env: INCR_CATALOG; default: .incr/catalog.duckdb].",
+        help="Catalog file (env: INCR_CATALOG; default: .incr/catalog.duckdb).",
         show_default=False,
     ),
 ]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", help="YAML config file [env: INCR_CONFIG; default: none].", show_default=False
+        "--config", help="YAML config file (env: INCR_CONFIG; default: none).", show_default=False
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
@@ -49,7 +49,7 @@ WaitOpt = Annotated[
     typer.Option(
         "--wait",
         min=0,
-        help="Seconds to wait for another incr process [default: runtime.wait_seconds].",
+        help="Seconds to wait for another incr process (default: runtime.wait_seconds).",
         show_default=False,
     ),
 ]

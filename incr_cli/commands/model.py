@@ -96,7 +96,7 @@ def evaluate(
     ] = False,
     output: Annotated[
         Path | None,
-        typer.Option(help="Report file [default: reports/report-vN.md beside the catalog]."),
+        typer.Option(help="Report file (default: reports/report-vN.md beside the catalog)."),
     ] = None,
     save: Annotated[
         bool,

@@ -32,7 +32,12 @@ def recommend(
     ] = False,
     k: Annotated[
         int | None,
-        typer.Option("-k", min=1, help="Items per user [default: evaluate.k].", show_default=False),
+        typer.Option(
+            "-k",
+            min=1,
+            help="Items per user (default: evaluate.k in the config).",
+            show_default=False,
+        ),
     ] = None,
     out_file: Annotated[
         Path | None,
