@@ -228,6 +228,9 @@ def detect_layout(path: Path, config: IngestConfig, fmt: FileFormat = CSV) -> La
     lines = _first_lines(path, config.encoding, fmt)
     if not lines:
         raise BadInput(path, "the file is empty; nothing to ingest")
+    if not any(line.strip() for line in lines):
+        # NOTE: judged on the first SNIFF_BYTES only, as the rest of the layout is.
+        raise BadInput(path, "the file holds only blank lines; nothing to ingest")
 
     delimiter: str
     if config.delimiter != "auto":
@@ -326,13 +329,24 @@ def _map_columns(
             default = fields.index(field) if field != "invoice" else n_columns
             positions[field] = default if default < n_columns else None
 
+    for field, position in positions.items():
+        # A header naming a field's column twice leaves the right one to chance.
+        by_name = names and position is not None and not isinstance(getattr(columns, field), int)
+        if by_name and normalised.count(normalised[position]) > 1:
+            raise BadInput(
+                path,
+                f"the header names column {_shown(names[position])!r} twice, so the "
+                f"{field} column is ambiguous; rename one, or give "
+                f"ingest.columns.{field} as a 1-based position",
+            )
     missing = [field for field in required if positions[field] is None]
     if missing:
         found = ", ".join(map(_shown, names)) if names else f"{n_columns} unnamed columns"
+        wanted = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
+        plural = "s" if len(missing) > 1 else ""
         raise BadInput(
             path,
-            f"cannot find the {' and '.join(missing)} column ({found}); "
-            "set ingest.columns in the config",
+            f"cannot find the {wanted} column{plural} ({found}); set ingest.columns in the config",
         )
     taken = [p for p in positions.values() if p is not None]
     if len(set(taken)) != len(taken):

@@ -55,6 +55,14 @@ def _random_bytes(seed: int, n: int, low: int) -> bytes:
 REFUSED = {
     "empty file": Case(b"", ExitCode.BAD_INPUT, "the file is empty"),
     "blank lines only": Case(b"\n\r\n\n", ExitCode.BAD_INPUT, "the file is empty"),
+    "lines of spaces only": Case(
+        b"\n\n  \n\t\n", ExitCode.BAD_INPUT, "the file holds only blank lines; nothing to ingest"
+    ),
+    "a field's column named twice": Case(
+        b"user_id,user_id,item_id,rating,timestamp\nu1,u2,i1,4,1\n",
+        ExitCode.BAD_INPUT,
+        "the header names column 'user_id' twice, so the user column is ambiguous",
+    ),
     # A header without rows is no error of the file, but there is nothing to ingest.
     "header only": Case(H.encode(), ExitCode.NOTHING_TO_DO, "holds a header but no rows"),
     "missing required column": Case(
@@ -65,7 +73,7 @@ REFUSED = {
     "wrong delimiter configured": Case(
         b"user;item;rating;timestamp\nu1;i1;4;1\n",
         ExitCode.BAD_INPUT,
-        "cannot find the user and item and rating column (user;item;rating;timestamp)",
+        "cannot find the user, item and rating columns (user;item;rating;timestamp)",
         config="ingest:\n  delimiter: ','\n",
     ),
     "configured column absent": Case(
