@@ -75,10 +75,21 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
             write(out)
             out.flush()
             os.fsync(out.fileno())
+        # mkstemp makes the file readable by its owner alone; a model or report is
+        # read by whoever may read the catalog beside it (a serving process, a browser),
+        # so it gets the mode any new file gets.
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask; reading it means setting it, so it is set straight back."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_model(

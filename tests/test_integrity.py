@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import stat
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -292,3 +294,15 @@ def test_a_missing_model_file_is_reported_with_its_repair(
         ("model file", 4, "incr update --full")
     ]
     assert "is missing" in result["problems"][0]["message"]
+
+
+@pytest.mark.skipif(platform.system() == "Windows", reason="POSIX file modes")
+def test_files_written_whole_get_the_mode_of_any_new_file(tmp_path: Path) -> None:
+    # A serving process running as another user must be able to read a model.
+    previous = os.umask(0o027)
+    try:
+        artifacts.write_atomically(tmp_path / "m.joblib", lambda out: out.write(b"x"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "m.joblib").stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["m.joblib"]
