@@ -302,3 +302,8 @@ def test_evaluate_prints_ranking_figures_and_no_rating_errors(
         text = written.read_text(encoding="utf-8")
         assert "what the user bought" in text and "ndcg" in text
         assert "RMSE" not in text and "ratings" not in text
+
+    assert main(["status", *where]) == 0
+    metrics = [line for line in capsys.readouterr().out.splitlines() if line.startswith("metrics")]
+    assert metrics and metrics[0].startswith("metrics  v2: ndcg 0.")
+    assert "rmse" not in metrics[0]

@@ -144,10 +144,12 @@ def status(
     if s.last_metrics:
         model_figures = s.last_metrics["figures"].get("model", {})
         base = s.last_metrics["figures"].get("global_mean", {})
-        out.line(
-            f"metrics  v{s.last_metrics['delta']}: rmse {fmt(model_figures.get('rmse'))} "
-            f"(global mean {fmt(base.get('rmse'))}), ndcg {fmt(model_figures.get('ndcg'))}"
-        )
+        figures = [f"ndcg {fmt(model_figures.get('ndcg'))}"]
+        # A model of purchases or views predicts no rating: it has no RMSE to show.
+        if model_figures.get("rmse") is not None:
+            rmse = f"rmse {fmt(model_figures['rmse'])} (global mean {fmt(base.get('rmse'))})"
+            figures.insert(0, rmse)
+        out.line(f"metrics  v{s.last_metrics['delta']}: {', '.join(figures)}")
     out.result(s)
 
 
