@@ -700,6 +700,15 @@ def _judge_sql(
     return sql, params
 
 
+def normalise_id(text: str, config: IngestConfig) -> str:
+    """An id typed by hand read as ingest reads it from a file: trimmed, and ``17850.0``
+    as ``17850`` when ``ingest.normalise_float_ids`` is set (see :func:`_id_sql`)."""
+    text = text.strip()
+    if config.normalise_float_ids:
+        text = re.sub(r"^(-?[0-9]+)\.0+$", r"\1", text)
+    return text
+
+
 def _id_sql(text: str, config: IngestConfig) -> str:
     """SQL of an id from its trimmed text; ``17850.0`` is read as ``17850`` if so set."""
     if not config.normalise_float_ids:

@@ -33,6 +33,7 @@ from .catalog import Catalog
 from .config import is_implicit
 from .errors import NothingToDo, UsageError
 from .evaluate import fixed_order_lists
+from .ingest import normalise_id
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,7 @@ def recommend_user(
     k = _check_k(catalog, k)
     record = _model_record(catalog, model_version)
     lister = _Lister(catalog, record, k)
+    user = normalise_id(user, catalog.config.ingest)
     rows = lister.rows([user])
     source = "model" if user in lister.model.user_index_ else "most_popular"
     return UserRecommendations(

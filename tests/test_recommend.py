@@ -100,6 +100,15 @@ def test_user_gets_the_models_best_unseen_items_with_their_scores(capsys, traine
     assert not seen & {r["item_id"] for r in result["items"]}
 
 
+def test_a_user_id_is_read_as_ingest_reads_it(capsys, trained):
+    # Pasted from a spreadsheet: padded and written as a float, as ingest is told to read.
+    exact, _, _ = _run(capsys, trained, "recommend", "--user", "1", "-k", "5", "--json")
+    pasted, _, _ = _run(capsys, trained, "recommend", "--user", " 1.0 ", "-k", "5", "--json")
+
+    assert pasted == exact
+    assert pasted["user_id"] == "1" and pasted["source"] == "model"
+
+
 def test_user_list_prints_a_table_with_scores(capsys, trained):
     _, out, _ = _run(capsys, trained, "recommend", "--user", "1", "-k", "3")
 
