@@ -71,9 +71,21 @@ def _configure_logging(debug: bool) -> None:
     logger = logging.getLogger("incr_cli")
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)
     # main() can run many times in one process (tests, embedding): one handler, not one a call.
-    for old in [h for h in logger.handlers if isinstance(h, RichHandler)]:
+    for old in [h for h in logger.handlers if getattr(h, "incr_cli", False)]:
         logger.removeHandler(old)
-    handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
+    console = Console(stderr=True)
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(
+            console=console, show_path=False, markup=False, log_time_format="[%Y-%m-%d %X]"
+        )
+    else:
+        # A log file or cron mail gets one line a message, whole, with an unambiguous time.
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s incr %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+        )
+    handler.incr_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logging.captureWarnings(True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -402,3 +403,20 @@ def test_ctrl_c_while_the_program_loads_is_one_line_and_exit_130(tmp_path: Path)
     assert proc.returncode == ExitCode.INTERRUPTED, err
     assert "Traceback" not in err
     assert one_line(err).startswith("incr: error: interrupted")
+
+
+def test_a_warning_in_a_log_file_is_one_line_with_an_unambiguous_time(run: Run) -> None:
+    # A quoted value spanning lines: the rows are read, with a warning about line numbers.
+    spans = run.tmp / "spans.csv"
+    spans.write_text('user,item,rating,timestamp\nu1,i1,4,1\nu2,"i\n2",4,1\n' + "u3,i3,4,1\n" * 40)
+
+    code, _, err = run("ingest", str(spans))
+
+    assert code == 0
+    warnings = err.splitlines()
+    assert len(warnings) == 1
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} incr WARNING .*spans\.csv: .*line numbers "
+        r"after it may be off",
+        warnings[0],
+    )
