@@ -11,6 +11,7 @@ import pytest
 from in_process import Cli as InProcess
 
 from incr_cli import gate
+from incr_cli.cli import main
 from incr_cli.config import GateMetric
 from incr_cli.errors import ExitCode
 
@@ -137,6 +138,26 @@ def test_force_promotes_a_refused_candidate_and_says_so(two: Cli) -> None:
     log, _ = two("log")
     assert [g["decision"] for g in log[2]["gate"]] == ["rejected", "forced"]
     assert "above the bound max 0.01" in log[2]["gate"][1]["reason"]
+
+
+def test_log_marks_an_update_whose_every_model_was_refused(
+    two: Cli, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 'incr status' still lists v3 as waiting for an update: the log must not look done.
+    monkeypatch.setenv("COLUMNS", "300")
+    two.prepare(SAMPLE[2])
+    config = two.config("impossible.yaml", IMPOSSIBLE)
+    two("update", "--config", config, expect=ExitCode.GATE)
+
+    def stages_of_v3() -> str:
+        capsys.readouterr()
+        assert main(["log", "--catalog", str(two.catalog)]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if "│ v3 " in line)
+        return row.split("│")[8].strip()
+
+    assert stages_of_v3() == "ingest,clean,featurize,update (refused)"
+    two("update", "--config", config, "--force")
+    assert stages_of_v3() == "ingest,clean,featurize,update"
 
 
 def test_a_refused_candidate_breaks_no_later_command(two: Cli) -> None:

@@ -8,9 +8,9 @@ import typer
 from rich.table import Table
 
 from ..catalog import parse_version
+from ..history import VersionInfo, version_log
 from ..history import rollback as rollback_to
 from ..history import status as catalog_status
-from ..history import version_log
 from ._common import (
     CatalogOpt,
     Common,
@@ -92,7 +92,7 @@ def log(
             _source(i.source, i.files),
             str(i.rows_accepted),
             str(i.rows_rejected),
-            ",".join(i.stages),
+            ",".join(_stage_names(i)),
             ",".join(f"m{m}" for m in i.models) or "-",
             fmt(i.rmse),
             "\n".join(f"m{g['model_id']} {g['decision']}: {g['reason']}" for g in i.gate) or "-",
@@ -151,6 +151,14 @@ def status(
             figures.insert(0, rmse)
         out.line(f"metrics  v{s.last_metrics['delta']}: {', '.join(figures)}")
     out.result(s)
+
+
+def _stage_names(info: VersionInfo) -> list[str]:
+    """A version's stages; an update whose every model the gate refused says so, since
+    'incr status' lists the version as still waiting for one."""
+    rejected = {g["model_id"] for g in info.gate if g["decision"] == "rejected"}
+    refused = bool(info.models) and set(info.models) <= rejected
+    return [f"{s} (refused)" if s == "update" and refused else s for s in info.stages]
 
 
 def _source(path: str | None, files: list[str]) -> str:
