@@ -71,7 +71,7 @@ def _configure_logging(debug: bool) -> None:
     logger = logging.getLogger("incr_cli")
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)
     # main() can run many times in one process (tests, embedding): one handler, not one a call.
-    for old in [h for h in logger.handlers if getattr(h, "incr_cli", False)]:
+    for old in [h for h in logger.handlers if h.get_name() == "incr_cli"]:
         logger.removeHandler(old)
     console = Console(stderr=True)
     handler: logging.Handler
@@ -85,7 +85,7 @@ def _configure_logging(debug: bool) -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s incr %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
         )
-    handler.incr_cli = True  # type: ignore[attr-defined]
+    handler.set_name("incr_cli")
     logger.addHandler(handler)
     logging.captureWarnings(True)
 

@@ -331,8 +331,9 @@ def _map_columns(
 
     for field, position in positions.items():
         # A header naming a field's column twice leaves the right one to chance.
-        by_name = names and position is not None and not isinstance(getattr(columns, field), int)
-        if by_name and normalised.count(normalised[position]) > 1:
+        if names is None or position is None or isinstance(getattr(columns, field), int):
+            continue
+        if normalised.count(normalised[position]) > 1:
             raise BadInput(
                 path,
                 f"the header names column {_shown(names[position])!r} twice, so the "
