@@ -7,7 +7,9 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 import duckdb
 import typer
@@ -87,7 +89,20 @@ def _configure_logging(debug: bool) -> None:
         )
     handler.set_name("incr_cli")
     logger.addHandler(handler)
-    logging.captureWarnings(True)
+    # Python's warnings (a model saved under other library versions) are printed as the
+    # logger's are: one line, its message alone, without the line of code that warned.
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    logging.getLogger("incr_cli").warning("%s", message)
 
 
 class Interrupted(IncrError):

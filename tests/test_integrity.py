@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import stat
+import subprocess
+import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -306,3 +308,24 @@ def test_files_written_whole_get_the_mode_of_any_new_file(tmp_path: Path) -> Non
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "m.joblib").stat().st_mode) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["m.joblib"]
+
+
+def test_the_command_line_prints_the_warning_of_a_model_from_other_versions(
+    branched: Path,
+) -> None:
+    # Run as cron runs it: a process of its own, stderr to a pipe.
+    with duckdb.connect(str(branched)) as con:
+        con.execute("UPDATE models SET environment = json_object('numpy', '0.0.1')")
+    incr = Path(sys.executable).parent / "incr"
+    done = subprocess.run(
+        [str(incr), "recommend", "--user", "1", "-k", "2", "--catalog", str(branched)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1
+    assert "incr WARNING" in lines[0]
+    assert f"was saved with numpy 0.0.1 and is loaded with numpy {numpy.__version__}" in lines[0]
