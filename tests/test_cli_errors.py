@@ -420,3 +420,16 @@ def test_a_warning_in_a_log_file_is_one_line_with_an_unambiguous_time(run: Run) 
         r"after it may be off",
         warnings[0],
     )
+
+
+def test_a_result_line_in_a_log_file_is_never_broken(run: Run) -> None:
+    # Longer than the width tables get in a log: the line must stay whole for grep.
+    folder = run.tmp / ("d" * 120) / ("e" * 120)
+    folder.mkdir(parents=True)
+    data = folder / "ratings.csv"
+    shutil.copy(SAMPLE[0], data)
+
+    code, out, _ = run("ingest", str(data))
+
+    assert code == 0
+    assert out.count("\n") == 1 and out.startswith(f"v1 {data}: ")

@@ -153,7 +153,8 @@ class Output:
         # NOTE: piped output (cron, a log file) gets wide lines rather than rich's 80.
         if not self.out.is_terminal:
             self.out = _StdoutConsole(width=PIPED_WIDTH)
-        self.err = Console(stderr=True)
+        # A note on stderr is one line however long, as an error is: a log keeps it whole.
+        self.err = Console(stderr=True, soft_wrap=True)
 
     @property
     def text(self) -> bool:
@@ -161,8 +162,9 @@ class Output:
         return not (self.common.json or self.common.quiet)
 
     def line(self, message: str) -> None:
+        # A line is never broken: the terminal wraps it, a log or a grep gets it whole.
         if self.text:
-            self.out.print(message, highlight=False)
+            self.out.print(message, highlight=False, soft_wrap=True)
 
     def table(self, table: Table) -> None:
         if self.text:
