@@ -392,10 +392,19 @@ def open_catalog(
             f"no catalog at {str(path)!r}; run 'incr init' or 'incr ingest FILE' first, "
             "or point --catalog (INCR_CATALOG) at an existing one"
         )
+    if path.is_file() and not _duckdb_file(path):
+        # Checked before the lock, so that a data file given by mistake gets no lock file
+        # beside it (DuckDB would even open a CSV file, as a view of its rows).
+        raise UsageError(
+            f"{str(path)!r} is not an incr catalog (not a DuckDB database); point "
+            "--catalog (INCR_CATALOG) at a catalog file, or at a new path to create one"
+        )
     if wait is None:
         # A reader waits for as long as the writer takes: it must never fail for that.
         wait = config.runtime.wait_seconds if write else -1
     lock = _Lock(path, invocation.command)
+    fresh_lock = not Path(lock.lock.lock_file).exists()
+    foreign = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire(wait)
@@ -428,6 +437,7 @@ def open_catalog(
         try:
             tables = {row[0] for row in con.execute("SHOW TABLES").fetchall()}
             if tables and "meta" not in tables:
+                foreign = True
                 raise UsageError(
                     f"{str(path)!r} is a DuckDB database but not an incr catalog; point "
                     "--catalog (INCR_CATALOG) at a catalog file, or at a new path to create one"
@@ -446,6 +456,19 @@ def open_catalog(
             con.close()
     finally:
         lock.release()
+        if foreign and fresh_lock:
+            # Another program's database: leave its folder as it was found.
+            Path(lock.lock.lock_file).unlink(missing_ok=True)
+
+
+def _duckdb_file(path: Path) -> bool:
+    """Whether a file is a DuckDB database (or empty, which DuckDB makes one of)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(12)
+    except OSError:
+        return True  # unreadable: DuckDB's own error says more
+    return not head or head[8:12] == b"DUCK"
 
 
 def describe_environment() -> dict[str, str]:

@@ -116,6 +116,8 @@ def test_a_catalog_file_that_is_not_duckdb_is_not_an_incr_catalog(run: Run) -> N
     assert f"{str(run.catalog)!r} is not an incr catalog" in one_line(err)
     assert "incr verify" not in err
     assert run.catalog.read_text() == "user,item,rating\n"
+    # Nothing left beside it: a lock file there would be ingested with a folder of data.
+    assert [p.name for p in run.catalog.parent.iterdir()] == [run.catalog.name]
 
 
 def test_another_duckdb_database_is_not_taken_for_a_catalog(run: Run) -> None:
@@ -129,6 +131,7 @@ def test_another_duckdb_database_is_not_taken_for_a_catalog(run: Run) -> None:
     assert "is a DuckDB database but not an incr catalog" in one_line(err)
     with duckdb.connect(str(run.catalog), read_only=True) as con:
         assert con.execute("SHOW TABLES").fetchall() == [("sales",)]
+    assert [p.name for p in run.catalog.parent.iterdir()] == [run.catalog.name]
 
 
 # -- Ctrl-C -----------------------------------------------------------------------------
