@@ -31,7 +31,7 @@ import numpy as np
 from .artifacts import ModelRecord, check_kind, load_model, model_trained_through, serving_model
 from .catalog import Catalog
 from .config import is_implicit
-from .errors import NothingToDo, UsageError
+from .errors import UsageError
 from .evaluate import fixed_order_lists
 from .ingest import normalise_id
 
@@ -282,11 +282,9 @@ def recommend_user(
 
     Raises
     ------
-    NothingToDo
-        If no model exists yet.
     UsageError
-        If ``k`` is below 1, or ``model_version`` is not on the head's lineage or no model
-        was trained through it.
+        If no model serves yet, ``k`` is below 1, or ``model_version`` is not on the
+        head's lineage or no model was trained through it.
     IntegrityError
         If the model file is missing or does not match its recorded sha256.
     """
@@ -349,10 +347,9 @@ def recommend_all(
     Raises
     ------
     UsageError
-        If the extension is neither ``.csv`` nor ``.parquet``, ``k`` is below 1, or
-        ``model_version`` is not on the head's lineage or no model was trained through it.
-    NothingToDo
-        If no model exists yet.
+        If no model serves yet, the extension is neither ``.csv`` nor ``.parquet``, ``k``
+        is below 1, or ``model_version`` is not on the head's lineage or no model was
+        trained through it.
     IntegrityError
         If the model file is missing or does not match its recorded sha256.
     """
@@ -430,7 +427,10 @@ def _model_record(catalog: Catalog, model_version: int | None) -> ModelRecord:
     if model_version is None:
         record = serving_model(catalog, head)
         if record is None:
-            raise NothingToDo("no model is trained yet; run 'incr update' first")
+            # Not 'nothing to do': a cron job waiting for lists must not read this as done.
+            raise UsageError(
+                "no model serves yet; run 'incr update' first ('incr status' shows why)"
+            )
         return record
     return model_trained_through(catalog, model_version)
 

@@ -253,12 +253,15 @@ def test_bad_usage_exits_2_and_writes_nothing(
     assert not list(tmp_path.iterdir())
 
 
-def test_without_a_model_there_is_nothing_to_recommend(capsys, tmp_path):
+def test_without_a_model_recommend_fails_and_writes_nothing(capsys, tmp_path):
     catalog = tmp_path / "c" / "catalog.duckdb"
     assert main(["ingest", str(SAMPLE[0]), "--catalog", str(catalog), "--quiet"]) == 0
 
-    _, _, err = _run(capsys, catalog, "recommend", "--user", "1", expect=5)
-    assert "run 'incr update' first" in err
+    _, _, err = _run(capsys, catalog, "recommend", "--user", "1", expect=2)
+    assert "no model serves yet; run 'incr update' first" in err
+    out = tmp_path / "recs.csv"
+    _, _, err = _run(capsys, catalog, "recommend", "--all", "--out", str(out), expect=2)
+    assert "no model serves yet" in err and not out.exists()
 
 
 def test_a_tampered_model_file_is_never_loaded(capsys, catalog, tmp_path):

@@ -54,9 +54,11 @@ def recommend(
     debug: DebugOpt = False,
     wait: WaitOpt = None,
 ) -> None:
-    """List a user's top items, or write every user's, never an item the user already has.
+    """List a user's top items, or write every user's.
 
-    A user the model does not know gets the most popular items, marked as that fallback.
+    An item the user already has is left out, unless evaluate.exclude_seen is false (as
+    for a shop, whose customers buy again). A user the model does not know gets the most
+    popular items, marked as that fallback.
 
     Example: incr recommend --user 196 -k 5
     """
