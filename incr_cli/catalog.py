@@ -157,6 +157,12 @@ class Catalog:
 
     def require(self, version: int) -> int:
         if not self.exists(version):
+            # Numbers are never reused and only gc deletes versions: a gap is its work.
+            last = int(self.one("SELECT value FROM meta WHERE key = 'last_version'") or 0)
+            if 1 <= version <= last:
+                raise UsageError(
+                    f"v{version} was removed by 'incr gc'; run 'incr log' to list the versions kept"
+                )
             raise VersionNotFound(version)
         return version
 

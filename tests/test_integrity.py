@@ -144,6 +144,11 @@ def test_gc_removes_rolled_back_versions_and_stray_files(
             assert left == [(1,), (4,)], table
     code, result = verify_json(branched, capsys)
     assert code == 0 and result["unreferenced_files"] == []
+    # A removed version is named as such, not as one that never was.
+    assert main(["rollback", "--to", "v3", "--catalog", str(branched)]) == 2
+    assert "incr: error: v3 was removed by 'incr gc'" in capsys.readouterr().err
+    assert main(["rollback", "--to", "v9", "--catalog", str(branched)]) == 2
+    assert "version v9 does not exist" in capsys.readouterr().err
 
 
 def gc_json(catalog: Path, keep: int, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
