@@ -158,8 +158,7 @@ class Catalog:
     def require(self, version: int) -> int:
         if not self.exists(version):
             # Numbers are never reused and only gc deletes versions: a gap is its work.
-            last = int(self.one("SELECT value FROM meta WHERE key = 'last_version'") or 0)
-            if 1 <= version <= last:
+            if 1 <= version <= self.last_version():
                 raise UsageError(
                     f"v{version} was removed by 'incr gc'; run 'incr log' to list the versions kept"
                 )
@@ -216,9 +215,13 @@ class Catalog:
 
     # -- writes --------------------------------------------------------------------
 
+    def last_version(self) -> int:
+        """The highest version number ever handed out; 0 before the first ingest."""
+        return int(self.one("SELECT value FROM meta WHERE key = 'last_version'") or 0)
+
     def next_version(self) -> int:
         """A new version number: one more than any number ever handed out."""
-        last = int(self.one("SELECT value FROM meta WHERE key = 'last_version'"))
+        last = self.last_version()
         self.set_meta("last_version", str(last + 1))
         return last + 1
 
@@ -401,10 +404,7 @@ def open_catalog(
     if path.is_file() and not _duckdb_file(path):
         # Checked before the lock, so that a data file given by mistake gets no lock file
         # beside it (DuckDB would even open a CSV file, as a view of its rows).
-        raise UsageError(
-            f"{str(path)!r} is not an incr catalog (not a DuckDB database); point "
-            "--catalog (INCR_CATALOG) at a catalog file, or at a new path to create one"
-        )
+        raise _not_a_catalog(path, "not a DuckDB database")
     if wait is None:
         # A reader waits for as long as the writer takes: it must never fail for that.
         wait = config.runtime.wait_seconds if write else -1
@@ -433,10 +433,7 @@ def open_catalog(
                     f"catalog {str(path)!r} is held by another program; close it and retry"
                 ) from exc
             if "not a valid duckdb database" in str(exc).lower():
-                raise UsageError(
-                    f"{str(path)!r} is not an incr catalog (not a DuckDB database); point "
-                    "--catalog (INCR_CATALOG) at a catalog file, or at a new path to create one"
-                ) from exc
+                raise _not_a_catalog(path, "not a DuckDB database") from exc
             raise IntegrityError(
                 f"cannot open catalog {str(path)!r}: {exc}; run 'incr verify'"
             ) from exc
@@ -465,6 +462,13 @@ def open_catalog(
         if foreign and fresh_lock:
             # Another program's database: leave its folder as it was found.
             Path(lock.lock.lock_file).unlink(missing_ok=True)
+
+
+def _not_a_catalog(path: Path, why: str) -> UsageError:
+    return UsageError(
+        f"{str(path)!r} is not an incr catalog ({why}); point --catalog (INCR_CATALOG) at "
+        "a catalog file, or at a new path to create one"
+    )
 
 
 def _duckdb_file(path: Path) -> bool:

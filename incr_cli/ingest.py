@@ -701,12 +701,16 @@ def _judge_sql(
     return sql, params
 
 
+# An integer id written as a float (17850.0), and the integer it stands for.
+FLOAT_ID = r"^(-?[0-9]+)\.0+$"
+
+
 def normalise_id(text: str, config: IngestConfig) -> str:
     """An id typed by hand read as ingest reads it from a file: trimmed, and ``17850.0``
     as ``17850`` when ``ingest.normalise_float_ids`` is set (see :func:`_id_sql`)."""
     text = text.strip()
     if config.normalise_float_ids:
-        text = re.sub(r"^(-?[0-9]+)\.0+$", r"\1", text)
+        text = re.sub(FLOAT_ID, r"\1", text)
     return text
 
 
@@ -718,7 +722,7 @@ def _id_sql(text: str, config: IngestConfig) -> str:
     # floats; only a whole number with a zero fraction is changed.
     return (
         f"CASE WHEN contains({text}, '.') "
-        f"THEN regexp_replace({text}, '^(-?[0-9]+)\\.0+$', '\\1') ELSE {text} END"
+        f"THEN regexp_replace({text}, '{FLOAT_ID}', '\\1') ELSE {text} END"
     )
 
 

@@ -101,7 +101,7 @@ def verify(catalog: Catalog) -> VerifyResult:
                     f"incr rollback --to v{max(v for v in versions if v != version)}",
                 )
             )
-    last = int(catalog.one("SELECT value FROM meta WHERE key = 'last_version'") or 0)
+    last = catalog.last_version()
     if versions and max(versions) > last:
         problems.append(
             Problem(

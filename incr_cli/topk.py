@@ -132,7 +132,9 @@ def top_k_rows(
 
 
 @njit(cache=True, parallel=True)
-def _select(approx, P, bu, Q, base, indptr, seen, bound, out_items, out_scores):  # type: ignore[no-untyped-def]
+def _select(  # type: ignore[no-untyped-def]
+    approx, P, bu, Q, base, indptr, seen, bound, out_items, out_scores
+):
     # NOTE: no fastmath: the float64 scores must be summed in the written order.
     n_users, n_items = approx.shape
     k = out_items.shape[1]
